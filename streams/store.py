@@ -1,0 +1,341 @@
+"""The event store: append (deduplicated, optionally under optimistic concurrency), bulk
+append, read by sequence, replay a range with bounded memory, follow live, last of an aggregate.
+
+Every ``nats`` error on this path is translated here into the ``streams.errors`` tree.
+Appends set ``Nats-Msg-Id`` to the event id, so a retried append is stored once. An append
+with ``expected_last_seq`` uses ``Nats-Expected-Last-Subject-Sequence`` with the aggregate's
+wildcard filter; a retry of an append that did land is recognised by its id, not reported as
+a conflict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+import msgspec
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import api
+from nats.js.errors import APIError, NotFoundError
+
+from streams import codec, names
+from streams.connection import Log
+from streams.envelope import Event
+from streams.errors import ConcurrencyConflict, EventNotFound, StoreError
+
+_WRONG_LAST_SEQUENCE = 10071
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One event as stored: its stream sequence, subject and server time (unix seconds)."""
+
+    seq: int
+    subject: str
+    time: float
+    event: Event | codec.UnknownEvent
+
+
+class _Ack(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_Ack)
+
+
+def parse_ack_reply(reply: str) -> tuple[int, float, int]:
+    """``(stream seq, timestamp s, pending)`` from a JetStream delivery's reply subject."""
+    t = reply.split(".")
+    o = 2 if len(t) == 9 else 4
+    return int(t[o + 3]), int(t[o + 5]) / 1e9, int(t[o + 6])
+
+
+class EventStore:
+    """Append to and read from the jetzero streams over one connection."""
+
+    def __init__(self, log: Log):
+        self.log = log
+        self.nc = log.nc
+        self.js = log.js
+
+    # -- appending --------------------------------------------------------------------------
+
+    async def append(
+        self,
+        event: Event,
+        *,
+        expected_last_seq: int | None = None,
+        aggregate: str | None = None,
+    ) -> int:
+        """Append one event and return its sequence.
+
+        With ``expected_last_seq`` the append succeeds only if the aggregate's last event is at
+        that sequence (0: the aggregate is empty); otherwise ``ConcurrencyConflict``.
+        """
+        stream = event.STREAM
+        subj = codec.subject_of(event)
+        headers = {names.HDR_MSG_ID: event.id}
+        agg_filter = names.aggregate_filter(stream, event.run, aggregate or event.aggregate())
+        if expected_last_seq is not None:
+            headers[names.HDR_EXPECTED_LAST_SUBJECT_SEQ] = str(expected_last_seq)
+            headers[names.HDR_EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = agg_filter
+        try:
+            ack = await self.js.publish(subj, codec.encode(event), headers=headers, stream=stream)
+        except APIError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                last = await self.last(stream, agg_filter)
+                if last is not None and getattr(last.event, "id", None) == event.id:
+                    return last.seq  # our own earlier attempt landed: not a conflict
+                raise ConcurrencyConflict(
+                    f"{event.tag} on {agg_filter}: expected last sequence {expected_last_seq}, "
+                    f"found {last.seq if last else 0}",
+                    aggregate=agg_filter,
+                    expected=expected_last_seq,
+                ) from None
+            raise StoreError(f"append {event.tag} to {stream} refused: {exc.description}") from None
+        except (NatsTimeout, asyncio.TimeoutError):
+            raise StoreError(f"append {event.tag}: no acknowledgement from {stream}") from None
+        except NoRespondersError:
+            raise StoreError(f"append {event.tag}: stream {stream} does not exist") from None
+        return int(ack.seq)
+
+    async def append_many(
+        self, events: Iterable[Event], *, window: int = 4000, timeout: float = 30.0
+    ) -> list[int]:
+        """Pipelined append for high-volume producers; returns the sequences in order.
+
+        Publishes over core NATS with one reply-inbox callback and up to ``window`` in flight.
+        Ids make it safe to retry: an append whose acknowledgement was lost is republished
+        and deduplicated by the server.
+        """
+        batch = list(events)
+        if not batch:
+            return []
+        prefix = self.nc.new_inbox()
+        seqs = [0] * len(batch)
+        errors: list[str] = []
+        in_flight = 0
+        room = asyncio.Event()
+        done = asyncio.Event()
+        remaining = len(batch)
+
+        async def on_ack(msg) -> None:
+            nonlocal in_flight, remaining
+            index = int(msg.subject[len(prefix) + 1 :])
+            ack = _ack_decoder.decode(msg.data)
+            if seqs[index] == 0:
+                if ack.error:
+                    errors.append(f"{batch[index].tag}: {ack.error.get('description')}")
+                    seqs[index] = -1
+                else:
+                    seqs[index] = ack.seq
+                remaining -= 1
+                in_flight -= 1
+                if in_flight < window:
+                    room.set()
+                if remaining == 0:
+                    done.set()
+
+        sub = await self.nc.subscribe(prefix + ".*", cb=on_ack)
+        try:
+            encoded = [(codec.subject_of(e), codec.encode(e), e.id) for e in batch]
+            for attempt in range(3):
+                for index, (subj, payload, event_id) in enumerate(encoded):
+                    if seqs[index] != 0:
+                        continue
+                    while in_flight >= window:
+                        room.clear()
+                        await room.wait()
+                    in_flight += 1
+                    await self.nc.publish(
+                        subj, payload, reply=f"{prefix}.{index}",
+                        headers={names.HDR_MSG_ID: event_id},
+                    )
+                await self.nc.flush()
+                try:
+                    await asyncio.wait_for(done.wait(), timeout)
+                    break
+                except asyncio.TimeoutError:
+                    in_flight = 0  # resend what is unacknowledged; ids deduplicate
+                    room.set()
+            else:
+                raise StoreError(f"bulk append: {remaining} events unacknowledged after retries")
+        finally:
+            await sub.unsubscribe()
+        if errors:
+            raise StoreError(f"bulk append: {len(errors)} refused, first: {errors[0]}")
+        return seqs
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def get(self, seq: int, stream: str = names.EVENTS) -> Stored:
+        """The event at ``seq`` (``EventNotFound`` if there is none)."""
+        try:
+            raw = await self.js.get_msg(stream, seq=seq, direct=True)
+        except NotFoundError:
+            raise EventNotFound(f"no event at sequence {seq} in {stream}") from None
+        except APIError as exc:
+            raise StoreError(f"read {stream} #{seq}: {exc.description}") from None
+        return _stored(raw)
+
+    async def last(self, stream: str, subject_filter: str) -> Stored | None:
+        """The last event on subjects matching ``subject_filter`` (an aggregate), or None."""
+        try:
+            raw = await self.js.get_last_msg(stream, subject_filter, direct=True)
+        except NotFoundError:
+            return None
+        except APIError as exc:
+            raise StoreError(f"last of {subject_filter}: {exc.description}") from None
+        return _stored(raw)
+
+    async def last_seq(self, stream: str = names.EVENTS) -> int:
+        try:
+            info = await self.js.stream_info(stream)
+        except NotFoundError:
+            raise StoreError(f"stream {stream} does not exist") from None
+        return int(info.state.last_seq)
+
+    async def replay(
+        self,
+        stream: str,
+        handle: Callable[[int, str, float, bytes], None],
+        *,
+        subject_filter: str | None = None,
+        start_seq: int = 1,
+        end_seq: int | None = None,
+        start_time: float | None = None,
+    ) -> int:
+        """Feed every stored message in a range to ``handle(seq, subject, time, data)``.
+
+        Ordered push consumer with a callback (no task per message); flow control keeps
+        memory bounded whatever the range. Stops at ``end_seq`` (default: the stream's last
+        sequence when called). Returns the last sequence handled (0 if none).
+        """
+        end = end_seq if end_seq is not None else await self.last_seq(stream)
+        if end < start_seq:
+            return 0
+        last = 0
+        finished = asyncio.Event()
+        failure: list[BaseException] = []
+
+        async def on_msg(msg) -> None:
+            nonlocal last
+            if finished.is_set():
+                return
+            seq, ts, pending = parse_ack_reply(msg.reply)
+            if seq > end:
+                finished.set()
+                return
+            try:
+                handle(seq, msg.subject, ts, msg.data)
+            except BaseException as exc:  # handed to the caller, not swallowed
+                failure.append(exc)
+                finished.set()
+                return
+            last = seq
+            if seq >= end or pending == 0:
+                finished.set()
+
+        sub = await self._ordered(stream, subject_filter, on_msg, start_seq, start_time)
+        try:
+            if await self._pending(sub) == 0:
+                return 0
+            await finished.wait()
+        finally:
+            await _quiet_unsubscribe(sub)
+        if failure:
+            raise failure[0]
+        return last
+
+    async def read(
+        self,
+        stream: str = names.EVENTS,
+        *,
+        subject_filter: str | None = None,
+        start_seq: int = 1,
+        end_seq: int | None = None,
+        start_time: float | None = None,
+        end_time: float | None = None,
+        follow: bool = False,
+        queue_size: int = 1024,
+    ) -> AsyncIterator[Stored]:
+        """Iterate decoded events in a range (or follow live with ``follow=True``)."""
+        queue: asyncio.Queue[Stored | None] = asyncio.Queue(queue_size)
+        end = None if follow else (end_seq if end_seq is not None else await self.last_seq(stream))
+
+        async def on_msg(msg) -> None:
+            seq, ts, pending = parse_ack_reply(msg.reply)
+            if end is not None and seq > end:
+                return
+            if end_time is not None and ts > end_time:
+                await queue.put(None)
+                return
+            try:
+                event: Event | codec.UnknownEvent = codec.decode(msg.data)
+            except Exception as exc:  # noqa: BLE001 - shown as a placeholder, reader goes on
+                event = codec.UnknownEvent(type=f"!undecodable: {exc}")
+            await queue.put(Stored(seq, msg.subject, ts, event))
+            if end is not None and (seq >= end or pending == 0):
+                await queue.put(None)
+
+        if end is not None and end < start_seq:
+            return
+        sub = await self._ordered(stream, subject_filter, on_msg, start_seq, start_time)
+        try:
+            if not follow and await self._pending(sub) == 0:
+                return
+            while (item := await queue.get()) is not None:
+                yield item
+        finally:
+            await _quiet_unsubscribe(sub)
+
+    async def _ordered(self, stream, subject_filter, cb, start_seq, start_time):
+        config = api.ConsumerConfig()
+        if start_time is not None:
+            policy = api.DeliverPolicy.BY_START_TIME
+            config.opt_start_time = (
+                dt.datetime.fromtimestamp(start_time, dt.timezone.utc).isoformat()
+            )
+        elif start_seq > 1:
+            policy = api.DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start_seq
+        else:
+            policy = api.DeliverPolicy.ALL
+        try:
+            return await self.js.subscribe(
+                subject_filter or names.run_filter(stream),
+                stream=stream,
+                cb=cb,
+                ordered_consumer=True,
+                deliver_policy=policy,
+                config=config,
+                pending_bytes_limit=64 * 1024 * 1024,
+            )
+        except APIError as exc:
+            raise StoreError(f"read {stream}: {exc.description}") from None
+
+    @staticmethod
+    async def _pending(sub) -> int:
+        try:
+            info = await sub.consumer_info()
+        except Exception:  # noqa: BLE001 - unknown: assume there is something to read
+            return 1
+        return int(info.num_pending) + int(info.delivered.consumer_seq)
+
+
+def _stored(raw: api.RawStreamMsg) -> Stored:
+    ts = raw.time.timestamp() if getattr(raw, "time", None) else 0.0
+    return Stored(int(raw.seq or 0), raw.subject or "", ts, codec.decode(raw.data or b""))
+
+
+async def _quiet_unsubscribe(sub) -> None:
+    try:
+        await sub.unsubscribe()
+    except Exception:  # noqa: BLE001 - the connection may already be closed
+        pass
