@@ -86,9 +86,7 @@ def _tabulate(results: Iterable[Result]) -> tuple[list[str], np.ndarray, np.ndar
         a, b, *counts = row
         if not (isinstance(a, str) and isinstance(b, str)) or a == b:
             raise ValueError(f"a result needs two different player names, got {row!r}")
-        if any(
-            isinstance(c, bool) or not isinstance(c, int | np.integer) or c < 0 for c in counts
-        ):
+        if any(isinstance(c, bool) or not isinstance(c, int | np.integer) or c < 0 for c in counts):
             raise ValueError(f"wins and draws must be non-negative integers, got {row!r}")
         for name in (a, b):
             if name not in names:
@@ -123,9 +121,7 @@ def _fit_is_finite(score: np.ndarray, names: list[str]) -> bool:
     connectivity of ``i → j`` when ``i`` took points from ``j``): the finite-MLE condition."""
     scored = score > 0
     everyone = set(names)
-    return (
-        _reachable(scored, 0, names) == everyone and _reachable(scored.T, 0, names) == everyone
-    )
+    return _reachable(scored, 0, names) == everyone and _reachable(scored.T, 0, names) == everyone
 
 
 def _fit(games: np.ndarray, score: np.ndarray, anchor: int) -> tuple[np.ndarray, np.ndarray]:

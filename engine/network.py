@@ -9,6 +9,7 @@ is the process's business: entry points call ``set_torch_threads`` (nothing here
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import msgspec
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from engine.games.base import Game, State
 
@@ -142,6 +144,27 @@ def build_network(
         return PolicyValueNet.for_game(game, config)
 
 
+def inference_copy(net: PolicyValueNet) -> PolicyValueNet:
+    """A copy of ``net`` for inference: eval mode, every batch norm folded into its conv.
+
+    Same outputs (to float rounding), ~10-30% faster on small CPU batches; not trainable.
+    """
+    fused = copy.deepcopy(net).eval()
+    fused.stem[0] = fuse_conv_bn_eval(fused.stem[0], fused.stem[1])
+    fused.stem[1] = nn.Identity()
+    for block in fused.tower:
+        block.conv1 = fuse_conv_bn_eval(block.conv1, block.bn1)
+        block.bn1 = nn.Identity()
+        block.conv2 = fuse_conv_bn_eval(block.conv2, block.bn2)
+        block.bn2 = nn.Identity()
+    for head in (fused.policy_head, fused.value_head):
+        head[0] = fuse_conv_bn_eval(head[0], head[1])
+        head[1] = nn.Identity()
+    for param in fused.parameters():
+        param.requires_grad_(False)
+    return fused
+
+
 def masked_softmax(logits: np.ndarray, legal: np.ndarray) -> np.ndarray:
     """Softmax over the legal entries of each row (illegal → 0); rows with no legal move → 0."""
     z = np.where(legal, logits, -np.inf)
@@ -153,15 +176,17 @@ def masked_softmax(logits: np.ndarray, legal: np.ndarray) -> np.ndarray:
 
 
 class NetworkEvaluator:
-    """The search's evaluator backed by a ``PolicyValueNet`` (kept in eval mode).
+    """The search's evaluator backed by a snapshot of a ``PolicyValueNet``.
 
-    ``evaluate_planes(planes [N,C,H,W], legal [N,A])`` is the raw numpy path;
-    ``evaluate(states)`` stacks the states' planes and calls it.
+    The weights are copied (batch norm folded, see ``inference_copy``) when the evaluator
+    is built: later training of ``net`` does not change it. ``evaluate_planes(planes
+    [N,C,H,W], legal [N,A])`` is the raw numpy path; ``evaluate(states)`` stacks the
+    states' planes and calls it.
     """
 
     def __init__(self, net: PolicyValueNet, device: torch.device | str | None = None):
         self.device = torch.device(device) if device is not None else default_device()
-        self.net = net.to(self.device).eval()
+        self.net = inference_copy(net).to(self.device)
 
     def evaluate_planes(
         self, planes: np.ndarray, legal: np.ndarray
@@ -173,9 +198,12 @@ class NetworkEvaluator:
             values_np = values.float().cpu().numpy()
         return masked_softmax(logits_np, legal), values_np.astype(np.float64)
 
-    def evaluate(self, states: Sequence[State]) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(
+        self, states: Sequence[State], legal: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         planes = np.stack([s.planes() for s in states])
-        legal = np.stack([s.legal_mask() for s in states])
+        if legal is None:
+            legal = np.stack([s.legal_mask() for s in states])
         return self.evaluate_planes(planes, legal)
 
     def evaluate_one(self, state: State) -> tuple[np.ndarray, float]:

@@ -24,7 +24,7 @@ Verdict = Literal["accept", "reject", "continue"]
 MODELS: tuple[str, ...] = ("logistic", "normalized")
 NELO_PER_T = 800.0 / math.log(10.0)  # normalized Elo per unit of per-game t-value
 ZERO_COUNT_PRIOR = 1e-3  # what a zero count becomes in a fit (Fishtest's ``regularize``)
-_EPS = np.finfo(float).eps
+_SECULAR_TOL = 64 * np.finfo(float).eps  # Newton jitters by a few ulps at the root
 
 
 class SprtResult(msgspec.Struct, frozen=True):
@@ -197,9 +197,10 @@ def _solve_secular(a: np.ndarray, p: np.ndarray) -> np.ndarray:
         lo = np.where(f > 0, x, lo)
         hi = np.where(f < 0, x, hi)
         newton = x - f / df
-        inside = (newton > lo) & (newton < hi)
-        step = np.where(f == 0, x, np.where(inside, newton, 0.5 * (lo + hi)))
-        done = np.all(np.abs(step - x) <= 4 * _EPS * np.maximum(1.0, np.abs(x)))
+        settled = np.abs(newton - x) <= _SECULAR_TOL * np.maximum(1.0, np.abs(x))
+        keep = settled | ((newton > lo) & (newton < hi))
+        step = np.where(f == 0, x, np.where(keep, newton, 0.5 * (lo + hi)))
+        done = np.all(settled | (f == 0))
         x = step
         if done:
             break

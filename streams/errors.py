@@ -13,6 +13,7 @@
     │   ├── DefinitionConflict      a stream / bucket definition the server refuses to change
     │   └── LockHeld                a lease in the locks bucket is held by someone else
     ├── DecodeError                 bytes on a subject are not a valid event of a known schema
+    ├── ProjectionError             a projection's fold raised (message names the sequence)
     └── CommandTimeout              no handler answered a command in time
 
 Only ``streams/`` imports ``nats``; its errors are translated into these at that boundary.
@@ -80,3 +81,7 @@ class DecodeError(JetzeroError, ValueError):
 
 class CommandTimeout(JetzeroError, TimeoutError):
     """No handler answered a command within the timeout."""
+
+
+class ProjectionError(JetzeroError):
+    """A projection's fold raised; the message names the projection and the event's sequence."""

@@ -242,7 +242,7 @@ class EventStore:
             if seq >= end or pending == 0:
                 finished.set()
 
-        sub = await self._ordered(stream, subject_filter, on_msg, start_seq, start_time)
+        sub = await self.subscribe_ordered(stream, subject_filter, on_msg, start_seq, start_time)
         try:
             if await self._pending(sub) == 0:
                 return 0
@@ -286,7 +286,7 @@ class EventStore:
 
         if end is not None and end < start_seq:
             return
-        sub = await self._ordered(stream, subject_filter, on_msg, start_seq, start_time)
+        sub = await self.subscribe_ordered(stream, subject_filter, on_msg, start_seq, start_time)
         try:
             if not follow and await self._pending(sub) == 0:
                 return
@@ -295,7 +295,8 @@ class EventStore:
         finally:
             await _quiet_unsubscribe(sub)
 
-    async def _ordered(self, stream, subject_filter, cb, start_seq, start_time):
+    async def subscribe_ordered(self, stream, subject_filter, cb, start_seq=1, start_time=None):
+        """An ordered push consumer calling ``cb(msg)`` from ``start_seq`` (or time), live."""
         config = api.ConsumerConfig()
         if start_time is not None:
             policy = api.DeliverPolicy.BY_START_TIME
@@ -330,8 +331,20 @@ class EventStore:
 
 
 def _stored(raw: api.RawStreamMsg) -> Stored:
-    ts = raw.time.timestamp() if getattr(raw, "time", None) else 0.0
+    stamp = (raw.headers or {}).get("Nats-Time-Stamp")
+    if stamp:
+        ts = parse_timestamp(stamp)
+    else:
+        ts = raw.time.timestamp() if getattr(raw, "time", None) else 0.0
     return Stored(int(raw.seq or 0), raw.subject or "", ts, codec.decode(raw.data or b""))
+
+
+def parse_timestamp(text: str) -> float:
+    """RFC 3339 with nanoseconds (as the server writes it) to unix seconds, ns kept."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    whole = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc).timestamp()
+    digits = "".join(ch for ch in frac if ch.isdigit())
+    return (int(whole) * 10**9 + int((digits + "0" * 9)[:9])) / 1e9
 
 
 async def _quiet_unsubscribe(sub) -> None:

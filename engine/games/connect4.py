@@ -146,7 +146,7 @@ class ConnectFour(Game):
         self._bottom = tuple(1 << (c * stride) for c in range(width))
         self._top = tuple(1 << (c * stride + height - 1) for c in range(width))
         self._top_all = sum(self._top)
-        self._shifts = (1, height, stride, stride)
+        self._shifts = (1, height, stride, height + 2)
         # legal columns for every pattern of full columns (2**width entries, at most 512)
         self._legal_by_full: dict[int, tuple[int, ...]] = {}
         for pattern in range(1 << width):
@@ -157,18 +157,16 @@ class ConnectFour(Game):
             [[c * stride + (height - 1 - r) for c in range(width)] for r in range(height)]
         )
         self._nbytes = (width * stride + 7) // 8
-        self._bit_index_u64 = (
-            self._bit_index.astype(np.uint64) if width * stride <= 64 else None
-        )
+        self._bit_index_u64 = self._bit_index.astype(np.uint64) if width * stride <= 64 else None
         self._notation = {str(c + 1): c for c in range(width)}
 
     def __repr__(self) -> str:
         return f"ConnectFour(width={self.width}, height={self.height})"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, ConnectFour)
-            and (self.width, self.height) == (other.width, other.height)
+        return isinstance(other, ConnectFour) and (self.width, self.height) == (
+            other.width,
+            other.height,
         )
 
     def __hash__(self) -> int:
@@ -204,9 +202,15 @@ class ConnectFour(Game):
                 ) from None
         return tuple(moves)
 
+    def from_moves(self, moves: Sequence[int]) -> ConnectFourState:
+        state = self.initial_state()
+        for move in moves:
+            state = state.play(int(move))
+        return state
+
     def from_notation(self, moves: str) -> ConnectFourState:
         """The position after a digit string like ``"11123222"``; IllegalMove on a bad one."""
-        return self.from_moves(self.parse_moves(moves))  # type: ignore[return-value]
+        return self.from_moves(self.parse_moves(moves))
 
     def symmetries(
         self, planes: np.ndarray, policy: np.ndarray

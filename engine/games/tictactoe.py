@@ -28,7 +28,9 @@ _PERMS = [
 class TicTacToeState(State):
     __slots__ = ("game", "_cells", "_moves", "_winner")
 
-    def __init__(self, game: "TicTacToe", cells: tuple[int, ...], moves: tuple[int, ...]):
+    game: TicTacToe
+
+    def __init__(self, game: TicTacToe, cells: tuple[int, ...], moves: tuple[int, ...]):
         self.game = game
         self._cells = cells  # 0 empty, 1 player 0 (X), 2 player 1 (O)
         self._moves = moves
@@ -47,7 +49,7 @@ class TicTacToeState(State):
             return []
         return [i for i, c in enumerate(self._cells) if c == 0]
 
-    def play(self, move: int) -> "TicTacToeState":
+    def play(self, move: int) -> TicTacToeState:
         if (
             isinstance(move, bool)
             or not isinstance(move, (int, np.integer))

@@ -49,6 +49,12 @@ class NaiveBoard:
             return 1 if winner == 1 else -1
         return 0 if self.count == self.rows * self.cols else None
 
+    def legal_moves(self) -> list[int]:
+        raise NotImplementedError
+
+    def play(self, move: int) -> None:
+        raise NotImplementedError
+
     def planes(self) -> np.ndarray:
         me, them = self.to_play + 1, 2 - self.to_play
         grid = np.array(self.grid)

@@ -15,7 +15,9 @@ from engine.errors import IllegalMove
 from engine.games import GAMES, ConnectFour, Game, State, UnknownGame, get_game
 
 # Every registered game with its default parameters, plus Connect Four at another size.
-CASES = [(name, {}) for name in GAMES] + [("connect4", {"width": 5, "height": 4})]
+CASES: list[tuple[str, dict[str, int]]] = [(name, {}) for name in GAMES] + [
+    ("connect4", {"width": 5, "height": 4})
+]
 CASE_IDS = [name + "".join(f"-{v}" for v in params.values()) for name, params in CASES]
 NAIVE = {
     "tictactoe": lambda game: NaiveTicTacToe(),
@@ -128,8 +130,8 @@ def test_no_move_after_the_end(game: Game) -> None:
 def test_numpy_integer_moves_are_accepted(game: Game) -> None:
     state = game.initial_state()
     move = state.legal_moves()[-1]
-    assert state.play(np.int64(move)).moves == (move,)
-    assert type(state.play(np.int64(move)).moves[0]) is int
+    after = state.play(np.int64(move))  # type: ignore[arg-type]
+    assert after.moves == (move,) and type(after.moves[0]) is int
 
 
 def test_notation_round_trip(game: Game) -> None:
@@ -209,7 +211,9 @@ def test_matches_naive_reference(name: str, params: dict, data: st.DataObject) -
     game = get_game(name, **params)
     naive = NAIVE[name](game)
     cells = game.plane_shape[1] * game.plane_shape[2]
-    moves = data.draw(st.lists(st.integers(0, game.num_actions - 1), min_size=cells // 2, max_size=cells + 10))
+    moves = data.draw(
+        st.lists(st.integers(0, game.num_actions - 1), min_size=cells // 2, max_size=cells + 10)
+    )
     state = game.initial_state()
     for move in moves:
         outcome = naive.outcome()
@@ -235,7 +239,8 @@ def test_large_board_planes_match_naive() -> None:
     while not state.is_terminal():
         assert np.array_equal(state.planes(), naive.planes())
         move = rng.choice(state.legal_moves())
-        state, _ = state.play(move), naive.play(move)
+        state = state.play(move)
+        naive.play(move)
     assert state.outcome() == naive.outcome()
 
 

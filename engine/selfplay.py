@@ -1,0 +1,181 @@
+"""Engine-level selfplay: many games advanced together through one batched search.
+
+``play_games`` yields each ``GameRecord`` (moves, per-move search policies, outcome) as
+soon as its game ends, while the other games go on; a finished game's slot is refilled
+with a new one. Openings come from a list of move tuples and/or a few random first moves.
+``check_record`` replays a record and checks it is a complete, legal, consistent game.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from engine.errors import EngineError, IllegalMove
+from engine.games.base import Game, State
+from engine.mcts import (
+    DEFAULT_CONNECT4_SEARCH,
+    DEFAULT_TICTACTOE_SEARCH,
+    BatchedSearch,
+    Evaluator,
+    SearchSettings,
+    select_move,
+)
+
+
+class InvalidGameRecord(EngineError, ValueError):
+    """A game record that does not replay to a finished game matching its own fields."""
+
+
+class SelfplaySettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How selfplay games are generated (the search settings carry the temperature)."""
+
+    search: SearchSettings = SearchSettings()
+    games_in_flight: int = 128  # games advanced together: the evaluator's batch size
+    openings: tuple[tuple[int, ...], ...] = ()  # each game starts from one, drawn at random
+    random_opening_moves: int = 0  # then this many uniformly random moves (not searched)
+
+    def __post_init__(self) -> None:
+        if self.games_in_flight < 1:
+            raise ValueError("SelfplaySettings.games_in_flight must be >= 1")
+        if self.random_opening_moves < 0:
+            raise ValueError("SelfplaySettings.random_opening_moves must be >= 0")
+
+
+# 128 games in flight: batches of 128 leaves, near the CPU inference ceiling (see bench/).
+DEFAULT_CONNECT4_SELFPLAY = SelfplaySettings(search=DEFAULT_CONNECT4_SEARCH, games_in_flight=128)
+DEFAULT_TICTACTOE_SELFPLAY = SelfplaySettings(
+    search=DEFAULT_TICTACTOE_SEARCH, games_in_flight=64
+)
+
+
+class GameRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One finished game. ``policies[i]`` is the search's visit distribution (dense, over
+    every action) for move ``moves[opening_plies + i]``; opening moves were not searched.
+    ``outcome`` is +1 / 0 / -1 from player 0's view."""
+
+    moves: tuple[int, ...]
+    policies: tuple[tuple[float, ...], ...]
+    outcome: int
+    plies: int
+    opening_plies: int = 0
+
+
+@dataclass
+class SelfplayStats:
+    """Running totals of one ``play_games`` call (read them while or after it runs)."""
+
+    games: int = 0
+    positions: int = 0  # searched moves
+    evaluations: int = 0  # positions sent to the evaluator
+    evaluator_calls: int = 0
+
+
+def _opening(game: Game, settings: SelfplaySettings, rng: np.random.Generator) -> State:
+    state = game.initial_state()
+    if settings.openings:
+        state = game.from_moves(settings.openings[int(rng.integers(len(settings.openings)))])
+    for _ in range(settings.random_opening_moves):
+        candidates = [m for m in state.legal_moves() if not state.play(m).is_terminal()]
+        if not candidates:
+            break
+        state = state.play(candidates[int(rng.integers(len(candidates)))])
+    return state
+
+
+def play_games(
+    game: Game,
+    evaluator: Evaluator,
+    settings: SelfplaySettings,
+    n_games: int,
+    rng: np.random.Generator,
+    stats: SelfplayStats | None = None,
+) -> Iterator[GameRecord]:
+    """Play ``n_games`` selfplay games, ``settings.games_in_flight`` at a time, yielding
+    each record when its game ends. All randomness comes from ``rng``."""
+    stats = stats if stats is not None else SelfplayStats()
+    slots = max(1, min(settings.games_in_flight, n_games))
+    search = BatchedSearch(game, evaluator, settings.search, slots=slots)
+    policies: list[list[tuple[float, ...]]] = [[] for _ in range(slots)]
+    opening_plies = [0] * slots
+    started = 0
+
+    def start(slot: int) -> bool:
+        nonlocal started
+        if started >= n_games:
+            search.clear(slot)
+            return False
+        state = _opening(game, settings, rng)
+        started += 1
+        search.reset(slot, state)
+        policies[slot] = []
+        opening_plies[slot] = len(state.moves)
+        return True
+
+    active = [slot for slot in range(slots) if start(slot)]
+    while active:
+        calls0, evals0 = search.evaluator_calls, search.evaluations
+        search.run(rng, slots=active)
+        stats.evaluator_calls += search.evaluator_calls - calls0
+        stats.evaluations += search.evaluations - evals0
+        still = []
+        for slot in active:
+            state = search.root_state(slot)
+            visits = search.visit_counts(slot)
+            policies[slot].append(tuple((visits / visits.sum()).tolist()))
+            move = select_move(visits, settings.search.temperature_at(len(state.moves)), rng)
+            search.advance(slot, move)
+            stats.positions += 1
+            final = search.root_state(slot)
+            if final.is_terminal():
+                stats.games += 1
+                yield GameRecord(
+                    moves=final.moves,
+                    policies=tuple(policies[slot]),
+                    outcome=int(final.outcome() or 0),
+                    plies=len(final.moves),
+                    opening_plies=opening_plies[slot],
+                )
+                if start(slot):
+                    still.append(slot)
+            else:
+                still.append(slot)
+        active = still
+
+
+def check_record(game: Game, record: GameRecord) -> State:
+    """Replay ``record``; return the final state, or raise ``InvalidGameRecord`` saying
+    what is wrong (illegal move, unfinished game, wrong outcome, malformed policies)."""
+    if record.plies != len(record.moves):
+        raise InvalidGameRecord(f"plies={record.plies} but {len(record.moves)} moves")
+    if not 0 <= record.opening_plies <= record.plies:
+        raise InvalidGameRecord(f"opening_plies={record.opening_plies} out of range")
+    if len(record.policies) != record.plies - record.opening_plies:
+        raise InvalidGameRecord(
+            f"{len(record.policies)} policies for {record.plies - record.opening_plies} "
+            "searched moves"
+        )
+    state = game.initial_state()
+    for ply, move in enumerate(record.moves):
+        if ply >= record.opening_plies:
+            policy = np.asarray(record.policies[ply - record.opening_plies], dtype=np.float64)
+            if policy.shape != (game.num_actions,) or not np.isfinite(policy).all():
+                raise InvalidGameRecord(f"policy of ply {ply} is not {game.num_actions} floats")
+            if (policy < 0).any() or abs(policy.sum() - 1.0) > 1e-4:
+                raise InvalidGameRecord(f"policy of ply {ply} is not a distribution")
+            if policy[~state.legal_mask()].any():
+                raise InvalidGameRecord(f"policy of ply {ply} puts mass on illegal moves")
+        try:
+            state = state.play(int(move))
+        except IllegalMove as exc:
+            raise InvalidGameRecord(f"ply {ply}: {exc}") from exc
+    if not state.is_terminal():
+        raise InvalidGameRecord("the moves do not finish the game")
+    if state.outcome() != record.outcome:
+        raise InvalidGameRecord(
+            f"outcome {record.outcome} recorded, the moves give {state.outcome()}"
+        )
+    return state

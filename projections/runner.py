@@ -1,0 +1,199 @@
+"""The projection runner: catch up (from a snapshot or the start), follow live, snapshot
+every N events, and rebuild any projection as of a sequence or a time.
+
+Undecodable and unknown events leave the state unchanged but advance the position; a fold
+that raises stops the runner with ``ProjectionError`` naming the sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from streams import codec, names
+from streams.errors import DecodeError, ProjectionError
+from streams.kv import get_value, put_value
+from streams.store import EventStore
+from projections.base import Projection
+
+S = TypeVar("S")
+log = logging.getLogger(__name__)
+
+
+class _Snapshot(msgspec.Struct, Generic[S]):
+    seq: int
+    state: S
+
+
+class ProjectionRunner(Generic[S]):
+    """Keeps one projection of one run up to date with the log."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        projection: Projection[S],
+        run: str,
+        *,
+        snapshot_every: int = 1000,
+        use_snapshots: bool = True,
+    ):
+        self.store = store
+        self.projection = projection
+        self.run = run
+        self.snapshot_every = snapshot_every
+        self.use_snapshots = use_snapshots
+        self.state: S = projection.initial()
+        self.position = 0
+        self.skipped = 0
+        self._since_snapshot = 0
+        self._changed = asyncio.Condition()
+        self._follow_sub: Any = None
+        self._error: ProjectionError | None = None
+
+    @property
+    def subject_filter(self) -> str:
+        return names.run_filter(self.projection.stream, self.run)
+
+    @property
+    def snapshot_key(self) -> str:
+        return names.snapshot_key(self.run, self.projection.name)
+
+    # -- folding ----------------------------------------------------------------------------
+
+    def _handle(self, seq: int, subject: str, ts: float, data: bytes) -> None:
+        try:
+            event = codec.decode(data)
+        except DecodeError:
+            event = None
+        if event is None or isinstance(event, codec.UnknownEvent):
+            self.skipped += 1
+        else:
+            try:
+                self.state = self.projection.apply(self.state, event)
+            except Exception as exc:
+                raise ProjectionError(
+                    f"projection {self.projection.name}: fold failed at sequence {seq} "
+                    f"({event.tag}): {exc.__class__.__name__}: {exc}"
+                ) from exc
+        self.position = seq
+        self._since_snapshot += 1
+
+    async def load_snapshot(self) -> bool:
+        data = await get_value(self.store.log, names.KV_SNAPSHOTS, self.snapshot_key)
+        if not data:
+            return False
+        try:
+            snap = msgspec.msgpack.decode(data, type=_Snapshot[self.projection.state_type])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("snapshot %s unreadable (%s): rebuilding from the log", self.snapshot_key, exc)
+            return False
+        self.state, self.position = snap.state, snap.seq
+        return True
+
+    async def save_snapshot(self) -> None:
+        snap = _Snapshot(seq=self.position, state=self.state)
+        await put_value(
+            self.store.log, names.KV_SNAPSHOTS, self.snapshot_key, msgspec.msgpack.encode(snap)
+        )
+        self._since_snapshot = 0
+
+    async def catch_up(self, *, until_seq: int | None = None) -> S:
+        """Fold everything up to now (or ``until_seq``), starting from the snapshot if any."""
+        if self.use_snapshots and self.position == 0:
+            await self.load_snapshot()
+        await self.store.replay(
+            self.projection.stream,
+            self._handle,
+            subject_filter=self.subject_filter,
+            start_seq=self.position + 1,
+            end_seq=until_seq,
+        )
+        if self.use_snapshots and self._since_snapshot >= self.snapshot_every:
+            await self.save_snapshot()
+        return self.state
+
+    async def follow(self) -> None:
+        """Catch up, then apply new events as they arrive until ``stop()``."""
+        await self.catch_up()
+
+        async def on_msg(msg) -> None:
+            from streams.store import parse_ack_reply
+
+            seq, ts, _ = parse_ack_reply(msg.reply)
+            if seq <= self.position or self._error is not None:
+                return
+            try:
+                self._handle(seq, msg.subject, ts, msg.data)
+            except ProjectionError as exc:
+                self._error = exc
+            async with self._changed:
+                self._changed.notify_all()
+            if self.use_snapshots and self._since_snapshot >= self.snapshot_every:
+                await self.save_snapshot()
+
+        self._follow_sub = await self.store.subscribe_ordered(
+            self.projection.stream, self.subject_filter, on_msg, self.position + 1, None
+        )
+
+    async def stop(self) -> None:
+        if self._follow_sub is not None:
+            try:
+                await self._follow_sub.unsubscribe()
+            except Exception:  # noqa: BLE001
+                pass
+            self._follow_sub = None
+
+    async def wait_for(self, predicate: Callable[[S], bool], timeout: float = 10.0) -> S:
+        """Wait (while following) until ``predicate(state)`` holds; raise on fold error."""
+
+        async def _wait() -> S:
+            async with self._changed:
+                while not predicate(self.state):
+                    if self._error is not None:
+                        raise self._error
+                    await self._changed.wait()
+            return self.state
+
+        return await asyncio.wait_for(_wait(), timeout)
+
+    def raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+async def state_as_of(
+    store: EventStore,
+    projection: Projection[S],
+    run: str,
+    *,
+    seq: int | None = None,
+    time: float | None = None,
+) -> tuple[S, int]:
+    """Rebuild ``projection`` from the start as of sequence ``seq`` or time ``time``.
+
+    Returns the state and the last sequence folded into it.
+    """
+    runner: ProjectionRunner[S] = ProjectionRunner(store, projection, run, use_snapshots=False)
+    if time is None:
+        await runner.catch_up(until_seq=seq)
+        return runner.state, runner.position
+
+    def until_time(s: int, subject: str, ts: float, data: bytes) -> None:
+        if ts > time:
+            raise _Reached
+        runner._handle(s, subject, ts, data)  # noqa: SLF001
+
+    try:
+        await store.replay(projection.stream, until_time, subject_filter=runner.subject_filter,
+                           end_seq=seq)
+    except _Reached:
+        pass
+    return runner.state, runner.position
+
+
+class _Reached(Exception):
+    pass

@@ -1,0 +1,97 @@
+"""Durable pull consumers with explicit ack: what handlers and workers consume through.
+
+``Delivery`` hides nats' message type: the stream sequence, subject, payload, how many times
+it was delivered, and ack / nak / in-progress / term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import api
+from nats.js.errors import APIError, NotFoundError
+
+from streams.connection import Log
+from streams.errors import StoreError
+from streams.store import parse_ack_reply
+
+
+@dataclass(slots=True)
+class Delivery:
+    seq: int
+    subject: str
+    data: bytes
+    time: float
+    delivered: int
+    _msg: Any
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def nak(self, delay: float | None = None) -> None:
+        await self._msg.nak(delay=delay)
+
+    async def in_progress(self) -> None:
+        await self._msg.in_progress()
+
+    async def term(self) -> None:
+        await self._msg.term()
+
+
+class DurableConsumer:
+    """One durable pull consumer on ``stream`` filtered by ``subject_filter``."""
+
+    def __init__(self, log: Log, stream: str, subject_filter: str, durable: str):
+        self.log = log
+        self.stream = stream
+        self.subject_filter = subject_filter
+        self.durable = durable
+        self._sub: Any = None
+
+    async def open(self, *, ack_wait: float = 30.0, max_ack_pending: int = 1000) -> None:
+        config = api.ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=-1,
+            max_ack_pending=max_ack_pending,
+            filter_subject=self.subject_filter,
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+        try:
+            self._sub = await self.log.js.pull_subscribe(
+                self.subject_filter, durable=self.durable, stream=self.stream, config=config
+            )
+        except APIError as exc:
+            raise StoreError(f"consumer {self.durable} on {self.stream}: {exc.description}") from None
+
+    async def fetch(self, batch: int = 64, timeout: float = 1.0) -> list[Delivery]:
+        """Up to ``batch`` messages; an empty list when none arrive within ``timeout``."""
+        try:
+            msgs = await self._sub.fetch(batch, timeout=timeout)
+        except (NatsTimeout, asyncio.TimeoutError):
+            return []
+        out = []
+        for msg in msgs:
+            seq, ts, _ = parse_ack_reply(msg.reply)
+            delivered = int(msg.reply.split(".")[4 if len(msg.reply.split(".")) == 9 else 6])
+            out.append(Delivery(seq, msg.subject, msg.data, ts, delivered, msg))
+        return out
+
+    async def lag(self) -> int:
+        """Messages not yet delivered plus delivered but not acknowledged."""
+        try:
+            info = await self.log.js.consumer_info(self.stream, self.durable)
+        except NotFoundError:
+            return 0
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - durable stays on the server by design
+                pass

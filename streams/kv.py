@@ -1,0 +1,128 @@
+"""Key-value helpers: projection snapshots, handler positions, leases (locks), heartbeats.
+
+All are caches or coordination, never the authority: snapshots and positions can be lost
+and rebuilt from the log. A lease is ``create`` with the bucket TTL to take it,
+``update(last=revision)`` to renew, ``delete(last=revision)`` to release.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyDeletedError
+
+from streams import names
+from streams.connection import Log
+from streams.errors import LockHeld
+
+
+async def _get(log: Log, bucket: str, key: str) -> tuple[bytes, int] | None:
+    kv = await log.js.key_value(bucket)
+    try:
+        entry = await kv.get(key)
+    except (KeyNotFoundError, KeyDeletedError, NotFoundError):
+        return None
+    if entry.value is None:
+        return None
+    return entry.value, int(entry.revision or 0)
+
+
+async def get_value(log: Log, bucket: str, key: str) -> bytes | None:
+    got = await _get(log, bucket, key)
+    return got[0] if got else None
+
+
+async def put_value(log: Log, bucket: str, key: str, value: bytes) -> int:
+    kv = await log.js.key_value(bucket)
+    return int(await kv.put(key, value))
+
+
+class Position(msgspec.Struct, frozen=True):
+    """The last input sequence a handler finished (output appended, then acked)."""
+
+    seq: int
+    cause_id: str = ""
+
+
+async def load_position(log: Log, run: str, handler: str) -> Position:
+    data = await get_value(log, names.KV_POSITIONS, names.position_key(run, handler))
+    return msgspec.msgpack.decode(data, type=Position) if data else Position(0)
+
+
+async def save_position(log: Log, run: str, handler: str, position: Position) -> None:
+    await put_value(
+        log, names.KV_POSITIONS, names.position_key(run, handler), msgspec.msgpack.encode(position)
+    )
+
+
+@dataclass
+class Lease:
+    """A held lease on ``key``; renew it before the bucket TTL runs out."""
+
+    log: Log
+    key: str
+    owner: str
+    revision: int
+
+    async def renew(self) -> None:
+        kv = await self.log.js.key_value(names.KV_LOCKS)
+        try:
+            self.revision = int(await kv.update(self.key, self.owner.encode(), last=self.revision))
+        except KeyWrongLastSequenceError:
+            raise LockHeld(f"lease {self.key} was lost (expired and taken by another)") from None
+
+    async def release(self) -> None:
+        kv = await self.log.js.key_value(names.KV_LOCKS)
+        try:
+            await kv.delete(self.key, last=self.revision)
+        except Exception:  # noqa: BLE001 - an expired or taken lease needs no release
+            pass
+
+
+async def acquire_lease(log: Log, run: str, name: str, owner: str) -> Lease:
+    """Take the lease ``name`` for ``owner`` or raise ``LockHeld`` naming the holder."""
+    kv = await log.js.key_value(names.KV_LOCKS)
+    key = names.lock_key(run, name)
+    try:
+        revision = await kv.create(key, owner.encode())
+    except KeyWrongLastSequenceError:
+        holder = await get_value(log, names.KV_LOCKS, key)
+        raise LockHeld(
+            f"lease {key} is held by {holder.decode() if holder else 'someone'}"
+        ) from None
+    return Lease(log, key, owner, int(revision))
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    node: str
+    host: str
+    roles: list[str]
+    model_id: str = ""
+    time: float = 0.0
+    detail: dict[str, float] = {}
+
+
+async def beat(log: Log, run: str, heartbeat: Heartbeat) -> None:
+    hb = msgspec.structs.replace(heartbeat, time=time.time(), host=heartbeat.host or socket.gethostname())
+    await put_value(
+        log, names.KV_HEARTBEATS, names.heartbeat_key(run, hb.node), msgspec.msgpack.encode(hb)
+    )
+
+
+async def alive_nodes(log: Log, run: str) -> list[Heartbeat]:
+    """Nodes whose heartbeat has not expired (bucket TTL)."""
+    kv = await log.js.key_value(names.KV_HEARTBEATS)
+    try:
+        keys = await kv.keys(filters=[f"{run}.>"])
+    except (NotFoundError, Exception):  # nats raises NoKeysError when empty
+        return []
+    out = []
+    for key in keys:
+        data = await get_value(log, names.KV_HEARTBEATS, key)
+        if data:
+            out.append(msgspec.msgpack.decode(data, type=Heartbeat))
+    return out

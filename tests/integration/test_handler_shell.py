@@ -1,0 +1,118 @@
+"""The handler shell against a real server: crash between append and ack, poison input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from handlers.controller import build_controller
+from streams import commands as cmd
+from streams import events as ev
+from streams import names
+from streams.commanding import send_command
+
+pytestmark = pytest.mark.integration
+
+
+class Crash(Exception):
+    pass
+
+
+async def _events(store, tag=None):
+    return [s.event async for s in store.read(names.EVENTS)
+            if tag is None or getattr(s.event, "tag", None) == tag]
+
+
+async def test_killed_between_append_and_ack_emits_nothing_twice(store):
+    await store.append(ev.LoopStarted.new("r1"))
+    await store.append(cmd.HaltLoop.new("r1", by="ops"))
+    shell, _ = build_controller(store, "r1")
+    shell.ack_wait = 1.0
+
+    async def crash_before_ack(delivery, cause_id):
+        raise Crash()
+
+    shell._done = crash_before_ack  # the process dies after appending, before remembering/acking
+    await shell.open()
+    with pytest.raises(Crash):
+        for d in await shell.consumer.fetch(10, timeout=2):
+            await shell.process(d)
+    await shell.consumer.close()
+    assert len(await _events(store, "loop.halted")) == 1
+
+    restarted, _ = build_controller(store, "r1")  # a new process: redelivery after ack_wait
+    await restarted.open()
+    deliveries = []
+    while not deliveries:
+        deliveries = await restarted.consumer.fetch(10, timeout=3)
+    for d in deliveries:
+        await restarted.process(d)
+    assert deliveries[0].delivered >= 2
+    assert len(await _events(store, "loop.halted")) == 1
+    assert len(await _events(store, "command.accepted")) == 1
+
+
+async def test_redelivery_after_the_position_was_saved_is_skipped(store):
+    await store.append(ev.LoopStarted.new("r1"))
+    await store.append(cmd.HaltLoop.new("r1"))
+    shell, _ = build_controller(store, "r1")
+    shell.ack_wait = 1.0
+    await shell.open()
+    [d] = await shell.consumer.fetch(10, timeout=2)
+
+    class LostAck:  # the process dies just before the ack reaches the server
+        async def ack(self):
+            raise Crash()
+
+    d = dataclasses.replace(d, _msg=LostAck())
+    with pytest.raises(Crash):
+        await shell.process(d)  # appended + position saved, ack lost
+    await shell.consumer.close()
+    restarted, _ = build_controller(store, "r1")
+    await restarted.open()
+    redelivered = []
+    while not redelivered:
+        redelivered = await restarted.consumer.fetch(10, timeout=3)
+    await restarted.process(redelivered[0])
+    assert restarted.stats.skipped_redelivered == 1
+    assert len(await _events(store, "loop.halted")) == 1
+
+
+async def test_garbage_is_recorded_as_rejected_and_the_handler_goes_on(store, log):
+    await store.append(ev.LoopStarted.new("r1"))
+    garbage_subject = names.command_subject("r1", "halt")
+    await log.js.publish(garbage_subject, b"\x93not-a-command")
+    await store.append(cmd.HaltLoop.new("r1", by="ops"))
+    shell, _ = build_controller(store, "r1")
+    await shell.open()
+    assert await shell.drain() == 2
+    rejected = await _events(store, "event.rejected")
+    assert len(rejected) == 1
+    assert rejected[0].subject == garbage_subject and rejected[0].seq == 1
+    assert rejected[0].stream == names.COMMANDS and shell.stats.rejected == 1
+    assert len(await _events(store, "loop.halted")) == 1
+
+
+async def test_cli_command_waits_for_the_outcome(store):
+    import asyncio
+
+    await store.append(ev.LoopStarted.new("r1"))
+    shell, runner = build_controller(store, "r1")
+    stop = asyncio.Event()
+    task = asyncio.create_task(shell.run_until(stop))
+    try:
+        answer = await send_command(store, cmd.HaltLoop.new("r1", by="me"), timeout=10)
+        assert isinstance(answer, ev.CommandAccepted)
+        again = await send_command(store, cmd.HaltLoop.new("r1", by="me"), timeout=10)
+        assert isinstance(again, ev.CommandRejected) and "already halted" in again.reason
+    finally:
+        stop.set()
+        await task
+
+
+async def test_command_with_no_controller_times_out_with_a_hint(store):
+    from streams.errors import CommandTimeout
+
+    with pytest.raises(CommandTimeout, match="is the loop running"):
+        await send_command(store, cmd.HaltLoop.new("r1"), timeout=0.5)
