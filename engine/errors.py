@@ -3,6 +3,10 @@
     EngineError                 root of this package's errors (a ``JetzeroError`` elsewhere
                                 wraps it at the boundary when it reaches the log)
     ├── IllegalMove             a move that is not legal in the position, or unparsable notation
+    ├── UnknownGame             a game name / parameters the registry does not know
+    │                           (engine.games)
+    ├── BadPositionsFile        a benchmark positions file with a malformed line
+    │                           (engine.strength)
     ├── CheckpointError         a checkpoint that is corrupt, fails its digest, or does not
     │                           match the expected game / architecture
     └── TrainingDiverged        a training step produced a NaN or infinite loss

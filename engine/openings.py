@@ -25,7 +25,7 @@ DEFAULT_MAX_ABS_SCORE = 2
 
 
 def _data_file(name: str) -> Path:
-    return Path(str(resources.files("engine").joinpath("data", name)))
+    return Path(str(resources.files("engine") / "data" / name))
 
 
 def select_balanced_openings(

@@ -6,6 +6,7 @@ of outage); short-lived CLI calls fail fast with ``ServerUnreachable``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ class Log:
     async def close(self) -> None:
         if not self.nc.is_closed:
             try:
-                await self.nc.drain()
+                await asyncio.wait_for(self.nc.drain(), 3.0)
             except Exception:  # noqa: BLE001 - closing a dead connection must not mask the cause
                 await self.nc.close()
 

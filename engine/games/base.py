@@ -12,7 +12,8 @@ Nothing here knows about processes, NATS or asyncio.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from engine.errors import IllegalMove
 class State(ABC):
     """One immutable game position. ``play`` returns a new state."""
 
-    game: "Game"
+    game: Game
 
     @property
     @abstractmethod
@@ -40,7 +41,7 @@ class State(ABC):
         return mask
 
     @abstractmethod
-    def play(self, move: int) -> "State":
+    def play(self, move: int) -> State:
         """The position after ``move``; raises ``IllegalMove`` if it is not legal."""
 
     @abstractmethod

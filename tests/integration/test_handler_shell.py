@@ -87,6 +87,7 @@ async def test_garbage_is_recorded_as_rejected_and_the_handler_goes_on(store, lo
     shell, _ = build_controller(store, "r1")
     await shell.open()
     assert await shell.drain() == 2
+    await shell.consumer.close()
     rejected = await _events(store, "event.rejected")
     assert len(rejected) == 1
     assert rejected[0].subject == garbage_subject and rejected[0].seq == 1
