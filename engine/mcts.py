@@ -247,7 +247,8 @@ class BatchedSearch:
         self._to_play[ids] = to_play
         self._terminal[ids] = [o is not None for o in outcomes]
         self._tvalue[ids] = [
-            0.0 if o is None else (o if t == 0 else -o) for o, t in zip(outcomes, to_play)
+            0.0 if o is None else (o if t == 0 else -o)
+            for o, t in zip(outcomes, to_play, strict=True)
         ]
         return ids
 
@@ -271,8 +272,18 @@ class BatchedSearch:
         m = order.size
         remap = np.full(self._size, -1, dtype=np.int64)
         remap[order] = np.arange(m)
-        for name in ("_n", "_w", "_p", "_legal", "_nsum", "_to_play", "_terminal", "_tvalue",
-                     "_expanded", "_states"):
+        for name in (
+            "_n",
+            "_w",
+            "_p",
+            "_legal",
+            "_nsum",
+            "_to_play",
+            "_terminal",
+            "_tvalue",
+            "_expanded",
+            "_states",
+        ):
             arr = getattr(self, name)
             arr[:m] = arr[order]
         child = self._child[order]
@@ -355,8 +366,9 @@ class BatchedSearch:
             todo = remaining > 0
             if not todo.any():
                 break
-            done[todo] += self._step(slot_arr[todo], np.minimum(remaining[todo],
-                                                                self.settings.leaves_per_game))
+            done[todo] += self._step(
+                slot_arr[todo], np.minimum(remaining[todo], self.settings.leaves_per_game)
+            )
 
     def _expand_roots(self, slots: list[int]) -> None:
         roots = self.roots[slots]
@@ -419,7 +431,10 @@ class BatchedSearch:
                 parents, acts = nodes[new], act[new]
                 states = self._states
                 ids = self._new_nodes(
-                    [states[p].play(int(a)) for p, a in zip(parents.tolist(), acts.tolist())]
+                    [
+                        states[p].play(int(a))
+                        for p, a in zip(parents.tolist(), acts.tolist(), strict=True)
+                    ]
                 )
                 self._child[parents, acts] = ids
                 nxt[new] = ids
@@ -428,8 +443,7 @@ class BatchedSearch:
             leaf[active[stop]] = nxt[stop]
             cur[active] = nxt
             active = active[~stop]
-        return (leaf, is_new, np.concatenate(e_path), np.concatenate(e_node),
-                np.concatenate(e_act))
+        return (leaf, is_new, np.concatenate(e_path), np.concatenate(e_node), np.concatenate(e_act))
 
     def _step(self, slots: np.ndarray, leaves: np.ndarray) -> np.ndarray:
         """Select up to ``leaves[i]`` leaves in each slot's tree, evaluate them in one call,
@@ -460,7 +474,7 @@ class BatchedSearch:
         leaf = np.concatenate([r[1] for r in rounds])
         is_new = np.concatenate([r[2] for r in rounds])
         offsets = np.cumsum([0] + [r[1].size for r in rounds])
-        e_path = np.concatenate([r[3] + off for r, off in zip(rounds, offsets)])
+        e_path = np.concatenate([r[3] + off for r, off in zip(rounds, offsets[:-1], strict=True)])
         e_node = np.concatenate([r[4] for r in rounds])
         e_act = np.concatenate([r[5] for r in rounds])
 

@@ -133,9 +133,7 @@ class PolicyValueNet(nn.Module):
         return next(self.parameters()).device
 
 
-def build_network(
-    game: Game, config: NetworkConfig, *, seed: int | None = None
-) -> PolicyValueNet:
+def build_network(game: Game, config: NetworkConfig, *, seed: int | None = None) -> PolicyValueNet:
     """A freshly initialised net for ``game`` (seeded initialisation when ``seed`` is given)."""
     if seed is None:
         return PolicyValueNet.for_game(game, config)

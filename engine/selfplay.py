@@ -47,9 +47,7 @@ class SelfplaySettings(msgspec.Struct, frozen=True, kw_only=True):
 
 # 128 games in flight: batches of 128 leaves, near the CPU inference ceiling (see bench/).
 DEFAULT_CONNECT4_SELFPLAY = SelfplaySettings(search=DEFAULT_CONNECT4_SEARCH, games_in_flight=128)
-DEFAULT_TICTACTOE_SELFPLAY = SelfplaySettings(
-    search=DEFAULT_TICTACTOE_SEARCH, games_in_flight=64
-)
+DEFAULT_TICTACTOE_SELFPLAY = SelfplaySettings(search=DEFAULT_TICTACTOE_SEARCH, games_in_flight=64)
 
 
 class GameRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +84,84 @@ def _opening(game: Game, settings: SelfplaySettings, rng: np.random.Generator) -
     return state
 
 
+class SelfplayDriver:
+    """Selfplay one search step at a time: ``step()`` searches every game in flight, plays
+    one move in each and returns the records of the games that ended. ``stats`` keeps the
+    totals; ``finished`` turns true once ``n_games`` (None: no limit) have all ended."""
+
+    def __init__(
+        self,
+        game: Game,
+        evaluator: Evaluator,
+        settings: SelfplaySettings,
+        rng: np.random.Generator,
+        n_games: int | None = None,
+    ):
+        self.game = game
+        self.settings = settings
+        self.rng = rng
+        self.n_games = n_games
+        self.stats = SelfplayStats()
+        slots = (
+            settings.games_in_flight
+            if n_games is None
+            else min(settings.games_in_flight, max(n_games, 1))
+        )
+        self.search = BatchedSearch(game, evaluator, settings.search, slots=slots)
+        self._policies: list[list[tuple[float, ...]]] = [[] for _ in range(slots)]
+        self._opening_plies = [0] * slots
+        self._started = 0
+        self._active = [slot for slot in range(slots) if self._start(slot)]
+
+    @property
+    def finished(self) -> bool:
+        return not self._active
+
+    def _start(self, slot: int) -> bool:
+        if self.n_games is not None and self._started >= self.n_games:
+            self.search.clear(slot)
+            return False
+        state = _opening(self.game, self.settings, self.rng)
+        self._started += 1
+        self.search.reset(slot, state)
+        self._policies[slot] = []
+        self._opening_plies[slot] = len(state.moves)
+        return True
+
+    def step(self) -> list[GameRecord]:
+        search, stats, rng = self.search, self.stats, self.rng
+        calls0, evals0 = search.evaluator_calls, search.evaluations
+        search.run(rng, slots=self._active)
+        stats.evaluator_calls += search.evaluator_calls - calls0
+        stats.evaluations += search.evaluations - evals0
+        done, still = [], []
+        for slot in self._active:
+            state = search.root_state(slot)
+            visits = search.visit_counts(slot)
+            self._policies[slot].append(tuple((visits / visits.sum()).tolist()))
+            temperature = self.settings.search.temperature_at(len(state.moves))
+            search.advance(slot, select_move(visits, temperature, rng))
+            stats.positions += 1
+            final = search.root_state(slot)
+            if not final.is_terminal():
+                still.append(slot)
+                continue
+            stats.games += 1
+            done.append(
+                GameRecord(
+                    moves=final.moves,
+                    policies=tuple(self._policies[slot]),
+                    outcome=int(final.outcome() or 0),
+                    plies=len(final.moves),
+                    opening_plies=self._opening_plies[slot],
+                )
+            )
+            if self._start(slot):
+                still.append(slot)
+        self._active = still
+        return done
+
+
 def play_games(
     game: Game,
     evaluator: Evaluator,
@@ -95,55 +171,13 @@ def play_games(
     stats: SelfplayStats | None = None,
 ) -> Iterator[GameRecord]:
     """Play ``n_games`` selfplay games, ``settings.games_in_flight`` at a time, yielding
-    each record when its game ends. All randomness comes from ``rng``."""
-    stats = stats if stats is not None else SelfplayStats()
-    slots = max(1, min(settings.games_in_flight, n_games))
-    search = BatchedSearch(game, evaluator, settings.search, slots=slots)
-    policies: list[list[tuple[float, ...]]] = [[] for _ in range(slots)]
-    opening_plies = [0] * slots
-    started = 0
-
-    def start(slot: int) -> bool:
-        nonlocal started
-        if started >= n_games:
-            search.clear(slot)
-            return False
-        state = _opening(game, settings, rng)
-        started += 1
-        search.reset(slot, state)
-        policies[slot] = []
-        opening_plies[slot] = len(state.moves)
-        return True
-
-    active = [slot for slot in range(slots) if start(slot)]
-    while active:
-        calls0, evals0 = search.evaluator_calls, search.evaluations
-        search.run(rng, slots=active)
-        stats.evaluator_calls += search.evaluator_calls - calls0
-        stats.evaluations += search.evaluations - evals0
-        still = []
-        for slot in active:
-            state = search.root_state(slot)
-            visits = search.visit_counts(slot)
-            policies[slot].append(tuple((visits / visits.sum()).tolist()))
-            move = select_move(visits, settings.search.temperature_at(len(state.moves)), rng)
-            search.advance(slot, move)
-            stats.positions += 1
-            final = search.root_state(slot)
-            if final.is_terminal():
-                stats.games += 1
-                yield GameRecord(
-                    moves=final.moves,
-                    policies=tuple(policies[slot]),
-                    outcome=int(final.outcome() or 0),
-                    plies=len(final.moves),
-                    opening_plies=opening_plies[slot],
-                )
-                if start(slot):
-                    still.append(slot)
-            else:
-                still.append(slot)
-        active = still
+    each record when its game ends. All randomness comes from ``rng``; ``stats``, when
+    given, is updated as the games go."""
+    driver = SelfplayDriver(game, evaluator, settings, rng, n_games)
+    if stats is not None:
+        driver.stats = stats
+    while not driver.finished:
+        yield from driver.step()
 
 
 def check_record(game: Game, record: GameRecord) -> State:

@@ -29,6 +29,10 @@ class Projection(Protocol[S]):
         ...
 
 
+# A projection may also define ``apply_at(state, event, seq) -> state`` when it records the
+# stream sequence of events (a promotion's sequence, for rollback); the runner then calls it.
+
+
 class BaseProjection(Generic[S]):
     """Convenience base: ``apply`` dispatches on the event's class to ``on_<ClassName>``."""
 

@@ -73,7 +73,11 @@ class ProjectionRunner(Generic[S]):
             self.skipped += 1
         else:
             try:
-                self.state = self.projection.apply(self.state, event)
+                apply_at = getattr(self.projection, "apply_at", None)
+                if apply_at is not None:
+                    self.state = apply_at(self.state, event, seq)
+                else:
+                    self.state = self.projection.apply(self.state, event)
             except Exception as exc:
                 raise ProjectionError(
                     f"projection {self.projection.name}: fold failed at sequence {seq} "

@@ -41,6 +41,10 @@ async def _error_cb(exc: Exception) -> None:
     log.warning("nats: %s", exc)
 
 
+async def _quiet_error_cb(exc: Exception) -> None:
+    log.debug("nats: %s", exc)
+
+
 async def _disconnected_cb() -> None:
     log.warning("nats: disconnected; reconnecting")
 
@@ -68,7 +72,7 @@ async def connect(
             reconnect_time_wait=0.5 if long_lived else 0.2,
             ping_interval=10,
             max_outstanding_pings=3,
-            error_cb=_error_cb,
+            error_cb=_error_cb if long_lived else _quiet_error_cb,
             disconnected_cb=_disconnected_cb if long_lived else None,
             reconnected_cb=_reconnected_cb if long_lived else None,
             pending_size=64 * 1024 * 1024,

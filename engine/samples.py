@@ -1,0 +1,110 @@
+"""Training samples: positions from finished games as arrays the trainer consumes.
+
+``samples_from_record`` replays a ``GameRecord`` and gives, for each searched move, the
+input planes, the search policy and the outcome from the side to move's view.
+``Samples`` holds them (``planes [P,C,H,W]``, ``policies [P,A]``, ``values [P]``, all
+float32), concatenates, and round-trips through bytes (an in-memory ``.npz``, no pickle)
+so that a training-pool shard can live in an object store.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.errors import EngineError
+from engine.games.base import Game
+from engine.selfplay import GameRecord
+
+
+class InvalidSamples(EngineError, ValueError):
+    """Sample bytes or arrays that are not a consistent set of training samples."""
+
+
+@dataclass(frozen=True)
+class Samples:
+    planes: np.ndarray  # [P, C, H, W] float32
+    policies: np.ndarray  # [P, A] float32
+    values: np.ndarray  # [P] float32, outcome for the side to move
+
+    def __post_init__(self) -> None:
+        p = self.planes
+        if p.ndim != 4 or self.policies.ndim != 2 or self.values.ndim != 1:
+            raise InvalidSamples(
+                f"sample arrays have shapes {p.shape}, {self.policies.shape}, "
+                f"{self.values.shape}; expected [P,C,H,W], [P,A], [P]"
+            )
+        if not len(p) == len(self.policies) == len(self.values):
+            raise InvalidSamples("sample arrays disagree on the number of positions")
+        for arr in (p, self.policies, self.values):
+            if arr.dtype != np.float32:
+                raise InvalidSamples(f"sample arrays must be float32, got {arr.dtype}")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @classmethod
+    def empty(cls, plane_shape: Sequence[int], num_actions: int) -> Samples:
+        return cls(
+            np.zeros((0, *plane_shape), np.float32),
+            np.zeros((0, num_actions), np.float32),
+            np.zeros(0, np.float32),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Samples]) -> Samples:
+        if not parts:
+            raise InvalidSamples("nothing to concatenate")
+        shapes = {(s.planes.shape[1:], s.policies.shape[1]) for s in parts}
+        if len(shapes) != 1:
+            raise InvalidSamples(f"samples of different games cannot be joined: {shapes}")
+        return cls(
+            np.concatenate([s.planes for s in parts]),
+            np.concatenate([s.policies for s in parts]),
+            np.concatenate([s.values for s in parts]),
+        )
+
+    def subset(self, index: np.ndarray | slice) -> Samples:
+        return Samples(self.planes[index], self.policies[index], self.values[index])
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer, planes=self.planes, policies=self.policies, values=self.values
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Samples:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in ("planes", "policies", "values")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise InvalidSamples(f"not a samples shard: {exc}") from exc
+        return cls(**arrays)
+
+
+def samples_from_record(game: Game, record: GameRecord) -> Samples:
+    """One sample per searched move of ``record`` (opening moves have no search policy)."""
+    n = len(record.policies)
+    planes = np.empty((n, *game.plane_shape), np.float32)
+    values = np.empty(n, np.float32)
+    policies = np.asarray(record.policies, dtype=np.float32).reshape(n, game.num_actions)
+    state = game.initial_state()
+    for ply, move in enumerate(record.moves):
+        i = ply - record.opening_plies
+        if i >= 0:
+            planes[i] = state.planes()
+            values[i] = record.outcome if state.to_play == 0 else -record.outcome
+        state = state.play(int(move))
+    return Samples(planes, policies, values)
+
+
+def samples_from_records(game: Game, records: Sequence[GameRecord]) -> Samples:
+    if not records:
+        return Samples.empty(game.plane_shape, game.num_actions)
+    return Samples.concat([samples_from_record(game, r) for r in records])

@@ -1,0 +1,207 @@
+"""Training steps for the policy-value net on selfplay samples.
+
+``train_steps`` runs ``TrainConfig.steps`` minibatch steps: policy cross-entropy against
+the search policy plus value MSE, weight decay in the optimizer, a learning-rate schedule
+(constant, step or cosine, with optional warm-up), and random symmetry augmentation via
+``game.symmetries``. A non-finite loss raises ``TrainingDiverged`` before the step is
+applied, so the caller never saves a diverged net. ``evaluate_losses`` measures without
+training.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import msgspec
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from engine.errors import TrainingDiverged
+from engine.games.base import Game
+from engine.network import PolicyValueNet, default_device
+from engine.samples import Samples
+
+
+class TrainConfig(msgspec.Struct, frozen=True, kw_only=True):
+    steps: int = 1000
+    batch_size: int = 256
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 1e-4
+    lr_schedule: Literal["constant", "step", "cosine"] = "cosine"
+    lr_decay_steps: tuple[int, ...] = ()  # "step": multiply by lr_decay_factor at each
+    lr_decay_factor: float = 0.1
+    lr_final_fraction: float = 0.05  # "cosine": the last step's lr as a fraction of lr
+    warmup_steps: int = 0
+    value_loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("TrainConfig.steps and batch_size must be >= 1")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("TrainConfig.lr must be > 0 and weight_decay >= 0")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.lr_schedule == "step":
+            return self.lr * self.lr_decay_factor ** sum(step >= s for s in self.lr_decay_steps)
+        if self.lr_schedule == "cosine":
+            span = max(1, self.steps - self.warmup_steps - 1)
+            t = min(1.0, (step - self.warmup_steps) / span)
+            floor = self.lr * self.lr_final_fraction
+            return floor + (self.lr - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        return self.lr
+
+
+DEFAULT_CONNECT4_TRAIN = TrainConfig(steps=1000, batch_size=256, lr=0.02)
+DEFAULT_TICTACTOE_TRAIN = TrainConfig(steps=200, batch_size=64, lr=0.02)
+
+
+class TrainReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Means over all steps of a run, and the last step's values."""
+
+    steps: int
+    samples_seen: int
+    policy_loss: float
+    value_loss: float
+    policy_entropy: float  # entropy of the net's policy on the training batches
+    final_policy_loss: float
+    final_value_loss: float
+    final_lr: float
+
+
+class LossReport(msgspec.Struct, frozen=True, kw_only=True):
+    policy_loss: float
+    value_loss: float
+    policy_entropy: float
+
+
+def _losses(net, planes, policies, values):
+    logits, predicted = net(planes)
+    log_p = F.log_softmax(logits, dim=1)
+    policy_loss = -(policies * log_p).sum(dim=1).mean()
+    value_loss = F.mse_loss(predicted, values)
+    entropy = -(log_p.exp() * log_p).sum(dim=1).mean()
+    return policy_loss, value_loss, entropy
+
+
+def _batch(
+    samples: Samples,
+    index: np.ndarray,
+    game: Game | None,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    planes, policies = samples.planes[index], samples.policies[index]
+    if game is not None:
+        copies = game.symmetries(planes, policies)
+        if len(copies) > 1:
+            pick = rng.integers(len(copies), size=len(index))
+            rows = np.arange(len(index))
+            planes = np.stack([c[0] for c in copies])[pick, rows]
+            policies = np.stack([c[1] for c in copies])[pick, rows]
+    return planes, policies, samples.values[index]
+
+
+def _optimizer(net: PolicyValueNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+
+def train_steps(
+    net: PolicyValueNet,
+    samples: Samples,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    *,
+    game: Game | None = None,
+    augment: bool = True,
+    device: torch.device | str | None = None,
+) -> TrainReport:
+    """Train ``net`` in place for ``cfg.steps`` steps on ``samples`` (shuffled epochs drawn
+    from ``rng``). ``augment`` draws a random symmetry of ``game`` per sample (``game`` is
+    then required). Leaves ``net`` in eval mode; raises ``TrainingDiverged`` on NaN/inf."""
+    if len(samples) == 0:
+        raise ValueError("no samples to train on")
+    if augment and game is None:
+        raise ValueError("augmentation needs the game (pass game=..., or augment=False)")
+    dev = torch.device(device) if device is not None else default_device()
+    net.to(dev).train()
+    optimizer = _optimizer(net, cfg)
+    batch = min(cfg.batch_size, len(samples))
+    order, cursor = rng.permutation(len(samples)), 0
+    totals = np.zeros(3)
+    seen = 0
+    lr = cfg.lr
+    for step in range(cfg.steps):
+        if cursor + batch > len(order):
+            order, cursor = rng.permutation(len(samples)), 0
+        index = order[cursor : cursor + batch]
+        cursor += batch
+        planes, policies, values = _batch(samples, index, game if augment else None, rng)
+        lr = cfg.lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        policy_loss, value_loss, entropy = _losses(
+            net,
+            torch.from_numpy(np.ascontiguousarray(planes)).to(dev),
+            torch.from_numpy(np.ascontiguousarray(policies)).to(dev),
+            torch.from_numpy(np.ascontiguousarray(values)).to(dev),
+        )
+        loss = policy_loss + cfg.value_loss_weight * value_loss
+        if not torch.isfinite(loss):
+            net.eval()
+            raise TrainingDiverged(
+                f"training step {step}: loss is {loss.item()} (policy {policy_loss.item()}, "
+                f"value {value_loss.item()}); nothing was saved"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        last = (policy_loss.item(), value_loss.item(), entropy.item())
+        totals += last
+        seen += batch
+    net.eval()
+    means = totals / cfg.steps
+    return TrainReport(
+        steps=cfg.steps,
+        samples_seen=seen,
+        policy_loss=float(means[0]),
+        value_loss=float(means[1]),
+        policy_entropy=float(means[2]),
+        final_policy_loss=float(last[0]),
+        final_value_loss=float(last[1]),
+        final_lr=lr,
+    )
+
+
+def evaluate_losses(
+    net: PolicyValueNet, samples: Samples, batch_size: int = 1024
+) -> LossReport:
+    """Policy and value loss and policy entropy of ``net`` (eval mode) on ``samples``."""
+    if len(samples) == 0:
+        raise ValueError("no samples to evaluate on")
+    net.eval()
+    dev = net.device
+    sums = np.zeros(3)
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            part = samples.subset(slice(start, start + batch_size))
+            losses = _losses(
+                net,
+                torch.from_numpy(part.planes).to(dev),
+                torch.from_numpy(part.policies).to(dev),
+                torch.from_numpy(part.values).to(dev),
+            )
+            sums += [x.item() * len(part) for x in losses]
+    means = sums / len(samples)
+    return LossReport(
+        policy_loss=float(means[0]), value_loss=float(means[1]), policy_entropy=float(means[2])
+    )

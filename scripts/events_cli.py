@@ -1,0 +1,184 @@
+"""``jetzero events ...``: tail, show, replay a projection to a point, export, stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import typer
+
+from scripts.common import (
+    ConfigOption, RunOption, echo_json, fmt_time, guarded, load_target, parse_point, run_async,
+)
+from streams import codec, names
+from streams.connection import connect
+from streams.store import EventStore, Stored
+
+app = typer.Typer(help="Read the log: tail, show, replay to a point, export, stats.",
+                  no_args_is_help=True)
+_ENVELOPE = {"id", "time", "run", "v", "causation_id", "correlation_id", "type"}
+StreamOption = typer.Option(names.EVENTS, "--stream", help="EVENTS, GAMES, COMMANDS or WORK")
+
+
+def _check_stream(stream: str) -> str:
+    s = stream.upper()
+    if s not in names.STREAM_PREFIX:
+        raise typer.BadParameter(f"unknown stream {stream!r}; one of {', '.join(names.STREAM_PREFIX)}")
+    return s
+
+
+def _summary(item: Stored, width: int = 110) -> str:
+    event = item.event
+    tag = getattr(event, "tag", None) or getattr(event, "type", "?")
+    fields: dict[str, Any] = {
+        k: v for k, v in msgspec.to_builtins(event).items() if k not in _ENVELOPE
+    } if not isinstance(event, codec.UnknownEvent) else {}
+    text = " ".join(f"{k}={_short(v)}" for k, v in fields.items())
+    line = f"{item.seq:>7}  {fmt_time(item.time)}  {tag:<22} {text}"
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _short(v: Any) -> str:
+    s = msgspec.json.encode(v).decode()
+    return s if len(s) <= 24 else s[:21] + "..."
+
+
+def _as_dict(item: Stored) -> dict[str, Any]:
+    return {"seq": item.seq, "subject": item.subject, "stored_at": item.time,
+            "event": msgspec.to_builtins(item.event)}
+
+
+async def _with_store(target, work):
+    log = await connect(target.nats, name="jetzero-cli", long_lived=False)
+    try:
+        return await work(EventStore(log))
+    finally:
+        await log.close()
+
+
+@app.command()
+def tail(
+    type: str = typer.Option(None, "--type", help="only this event type, e.g. loop.halted"),
+    run: str = RunOption,
+    last: int = typer.Option(20, "-n", help="how many past events to show"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new events"),
+    stream: str = StreamOption,
+    config: Path = ConfigOption,
+) -> None:
+    """The last events (of a run, of a type), and new ones with --follow."""
+    target = guarded(lambda: load_target(config, run))
+    stream = _check_stream(stream)
+    subject = names.tag_filter(stream, target.run, type) if type else names.run_filter(
+        stream, target.run)
+
+    async def work(store: EventStore) -> None:
+        end = await store.last_seq(stream)
+        recent: list[Stored] = []
+        async for item in store.read(stream, subject_filter=subject,
+                                     start_seq=max(1, end - max(last, 1) * 50)):
+            recent = (recent + [item])[-last:] if last else []
+        for item in recent:
+            typer.echo(_summary(item))
+        if follow:
+            async for item in store.read(stream, subject_filter=subject, start_seq=end + 1,
+                                         follow=True):
+                typer.echo(_summary(item))
+
+    guarded(lambda: run_async(lambda: _with_store(target, work)))
+
+
+@app.command()
+def show(seq: int, stream: str = StreamOption, config: Path = ConfigOption) -> None:
+    """One event in full, as JSON."""
+    target = guarded(lambda: load_target(config))
+    stream = _check_stream(stream)
+
+    async def work(store: EventStore) -> None:
+        echo_json(_as_dict(await store.get(seq, stream)))
+
+    guarded(lambda: run_async(lambda: _with_store(target, work)))
+
+
+@app.command()
+def replay(
+    projection: str = typer.Option(..., "--projection", "-p", help="which read model"),
+    until: str = typer.Option(None, "--until", help="SEQ or TIME (ISO 8601); default: now"),
+    run: str = RunOption,
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    config: Path = ConfigOption,
+) -> None:
+    """A projection's state as of a sequence or a time (debug a run by replaying it)."""
+    from projections import PROJECTIONS
+    from projections.runner import state_as_of
+
+    if projection not in PROJECTIONS:
+        raise typer.BadParameter(
+            f"unknown projection {projection!r}; known: {', '.join(sorted(PROJECTIONS))}",
+            param_hint="--projection",
+        )
+    seq, when = parse_point(until) if until else (None, None)
+    target = guarded(lambda: load_target(config, run))
+
+    async def work(store: EventStore):
+        return await state_as_of(store, PROJECTIONS[projection](), target.run, seq=seq, time=when)
+
+    state, position = guarded(lambda: run_async(lambda: _with_store(target, work)))
+    data = msgspec.to_builtins(state)
+    if as_json:
+        echo_json({"projection": projection, "run": target.run, "position": position,
+                   "state": data})
+        return
+    typer.echo(f"{projection} of run {target.run} as of sequence {position}")
+    for key, value in (data.items() if isinstance(data, dict) else [("state", data)]):
+        typer.echo(f"  {key:<22} {_short(value) if not isinstance(value, str) else value}")
+
+
+@app.command()
+def export(
+    jsonl: bool = typer.Option(True, "--jsonl", help="one JSON object per line (the only format)"),
+    start: str = typer.Option(None, "--from", help="SEQ or TIME to start at"),
+    until: str = typer.Option(None, "--until", help="SEQ or TIME to stop at"),
+    run: str = typer.Option(None, "--run", help="only this run (default: every run)"),
+    stream: str = StreamOption,
+    config: Path = ConfigOption,
+) -> None:
+    """Every event in a range as JSON lines on stdout."""
+    stream = _check_stream(stream)
+    start_seq, start_time = parse_point(start) if start else (1, None)
+    end_seq, end_time = parse_point(until) if until else (None, None)
+    target = guarded(lambda: load_target(config))
+
+    async def work(store: EventStore) -> None:
+        async for item in store.read(stream, subject_filter=names.run_filter(stream, run),
+                                     start_seq=start_seq or 1, start_time=start_time,
+                                     end_seq=end_seq, end_time=end_time):
+            echo_json(_as_dict(item))
+
+    guarded(lambda: run_async(lambda: _with_store(target, work)))
+
+
+@app.command()
+def stats(config: Path = ConfigOption) -> None:
+    """Counts per event type and the size of every stream."""
+    target = guarded(lambda: load_target(config))
+
+    async def work(store: EventStore) -> None:
+        for stream in names.STREAM_PREFIX:
+            info = await store.js.stream_info(stream)
+            st = info.state
+            typer.echo(f"{stream:<9} {st.messages:>10} msgs {st.bytes / 1e6:>10.2f} MB  "
+                       f"seq {st.first_seq}..{st.last_seq}")
+            if stream == names.WORK or not st.messages:
+                continue
+            counts: dict[str, int] = {}
+
+            def count(seq: int, subject: str, ts: float, data: bytes) -> None:
+                tag = subject.split(".", 4)[-1]
+                counts[tag] = counts.get(tag, 0) + 1
+
+            await store.replay(stream, count)
+            for tag, n in sorted(counts.items()):
+                typer.echo(f"    {tag:<24} {n:>10}")
+
+    guarded(lambda: run_async(lambda: _with_store(target, work)))
