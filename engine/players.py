@@ -117,7 +117,7 @@ class NetworkMCTSPlayer:
 
     def _go_to(self, state: State) -> BatchedSearch:
         search = self._search
-        if search is None or search.game is not state.game:
+        if search is None or search.game != state.game:
             search = self._search = BatchedSearch(state.game, self.evaluator, self.settings)
             search.reset(0, state)
             self._searched = False

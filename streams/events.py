@@ -130,6 +130,7 @@ class MatchScheduled(_Match, frozen=True, kw_only=True, tag="match.scheduled"):
     pairs_per_unit: int = 2
     openings: int = 0
     sprt: SprtParams = SprtParams()
+    set_size: int = 0  # matches scheduled together for this candidate (0: unknown)
 
 
 class MatchPairPlayed(_Match, frozen=True, kw_only=True, tag="match.pair_played"):
