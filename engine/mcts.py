@@ -483,7 +483,7 @@ class BatchedSearch:
         if to_eval.any():
             values[to_eval] = self._evaluate_and_expand(leaf[to_eval])
         same_side = self._to_play[e_node] == self._to_play[leaf][e_path]
-        edge_values = np.where(same_side, -values[e_path], values[e_path])
+        edge_values = np.where(same_side, values[e_path], -values[e_path])
         if multi:
             np.add.at(self._w, (e_node, e_act), edge_values + vl)
         else:  # one path per tree: every (node, action) edge is distinct

@@ -6,10 +6,10 @@ rollback, against the model registry supplied by the caller) and returns the eve
 
 from __future__ import annotations
 
+from projections.loop_status import LoopStatus
 from streams import commands as cmd
 from streams import events as ev
 from streams.envelope import Event
-from projections.loop_status import LoopStatus
 
 
 def decide(status: LoopStatus, command: Event) -> list[Event]:
@@ -32,7 +32,7 @@ def decide(status: LoopStatus, command: Event) -> list[Event]:
     match command:
         case cmd.HaltLoop():
             if status.halted:
-                return reject(f"already halted since {status.since:.0f} by {status.by}")
+                return reject(f"already halted by {status.halted_by or 'someone'}: {status.halt_reason}")
             return accept(ev.LoopHalted.new(run, cause=command, **who))
         case cmd.ResumeLoop():
             if not status.halted:
@@ -43,8 +43,8 @@ def decide(status: LoopStatus, command: Event) -> list[Event]:
                 return reject(f"loop is {status.state}")
             return accept(ev.LoopStopRequested.new(run, cause=command, **who))
         case cmd.StartLoop():
-            if status.state in ("running", "halted"):
-                return reject(f"loop is already {status.state}")
+            if status.state == "running":
+                return reject("loop is already running")
             return accept(None, "the supervisor starts the loop")
     return reject(f"command '{name}' is not handled by the controller")
 
@@ -70,3 +70,9 @@ def build_controller(store, run: str):
         on_conflict=runner.catch_up,
     )
     return shell, runner
+
+
+async def serve(ctx, config) -> None:
+    """The controller service: answer every command until stopped."""
+    shell, runner = build_controller(ctx.store, ctx.run)
+    await shell.run_until(ctx.stop)

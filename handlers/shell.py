@@ -185,5 +185,5 @@ class HandlerShell:
 async def _wait_or(stop: asyncio.Event, timeout: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass

@@ -1,27 +1,34 @@
-"""Loop status read model: running / halted / stopped, since when, by whom, why; restarts."""
+"""Loop status read model: running / stopping / stopped, halted or not (a halt is orthogonal
+and outlives restarts), since when, by whom, why; starts and process restarts."""
 
 from __future__ import annotations
 
 import msgspec
 
-from streams import events as ev
 from projections.base import BaseProjection
+from streams import events as ev
 
 
 class LoopStatus(msgspec.Struct, frozen=True, kw_only=True):
-    state: str = "never started"  # never started | running | halted | stopping | stopped
+    state: str = "never started"  # never started | running | stopping | stopped
     since: float = 0.0
     by: str = ""
     reason: str = ""
+    halted: bool = False
+    halted_since: float = 0.0
+    halted_by: str = ""
+    halt_reason: str = ""
+    halt_automatic: bool = False
     started_at: float = 0.0
     starts: int = 0
     halts: int = 0
     restarts: int = 0
+    last_restart: str = ""
     config: dict = {}
 
     @property
-    def halted(self) -> bool:
-        return self.state == "halted"
+    def label(self) -> str:
+        return f"{self.state} (halted)" if self.halted else self.state
 
 
 class LoopStatusProjection(BaseProjection[LoopStatus]):
@@ -31,28 +38,34 @@ class LoopStatusProjection(BaseProjection[LoopStatus]):
     def initial(self) -> LoopStatus:
         return LoopStatus()
 
-    def _to(self, s: LoopStatus, e: ev._Loop, state: str) -> LoopStatus:
+    @staticmethod
+    def _to(s: LoopStatus, e: ev._Loop, state: str) -> LoopStatus:
         return msgspec.structs.replace(s, state=state, since=e.time, by=e.by, reason=e.reason)
 
     def on_LoopStarted(self, s: LoopStatus, e: ev.LoopStarted) -> LoopStatus:
-        # A halt outlives restarts: starting a halted loop keeps it halted.
-        state = "halted" if s.state == "halted" else "running"
-        base = s if state == "halted" else self._to(s, e, state)
         return msgspec.structs.replace(
-            base, started_at=e.time, starts=s.starts + 1, config=e.config
+            self._to(s, e, "running"), started_at=e.time, starts=s.starts + 1, config=e.config
         )
 
     def on_LoopHalted(self, s: LoopStatus, e: ev.LoopHalted) -> LoopStatus:
-        return msgspec.structs.replace(self._to(s, e, "halted"), halts=s.halts + 1)
+        return msgspec.structs.replace(
+            s, halted=True, halted_since=e.time, halted_by=e.by, halt_reason=e.reason,
+            halt_automatic=e.automatic, halts=s.halts + 1,
+        )
 
     def on_LoopResumed(self, s: LoopStatus, e: ev.LoopResumed) -> LoopStatus:
-        return self._to(s, e, "running")
+        return msgspec.structs.replace(
+            s, halted=False, halted_since=e.time, halted_by=e.by, halt_reason=e.reason,
+            halt_automatic=False,
+        )
 
     def on_LoopStopRequested(self, s: LoopStatus, e: ev.LoopStopRequested) -> LoopStatus:
-        return s if s.state == "halted" else self._to(s, e, "stopping")
+        return self._to(s, e, "stopping")
 
     def on_LoopStopped(self, s: LoopStatus, e: ev.LoopStopped) -> LoopStatus:
-        return s if s.state == "halted" else self._to(s, e, "stopped")
+        return self._to(s, e, "stopped")
 
     def on_ProcessRestarted(self, s: LoopStatus, e: ev.ProcessRestarted) -> LoopStatus:
-        return msgspec.structs.replace(s, restarts=s.restarts + 1)
+        return msgspec.structs.replace(
+            s, restarts=s.restarts + 1, last_restart=f"{e.process} (exit {e.exit_code})"
+        )

@@ -14,11 +14,11 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from projections.base import Projection
 from streams import codec, names
 from streams.errors import DecodeError, ProjectionError
 from streams.kv import get_value, put_value
 from streams.store import EventStore
-from projections.base import Projection
 
 S = TypeVar("S")
 log = logging.getLogger(__name__)

@@ -85,12 +85,12 @@ def parse_point(text: str) -> tuple[int | None, float | None]:
             f"{text!r} is neither a sequence number nor a time (ISO 8601 like 2026-11-24T10:00)"
         ) from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return None, when.timestamp()
 
 
 def fmt_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def echo_json(data: Any) -> None:

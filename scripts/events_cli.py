@@ -9,7 +9,14 @@ import msgspec
 import typer
 
 from scripts.common import (
-    ConfigOption, RunOption, echo_json, fmt_time, guarded, load_target, parse_point, run_async,
+    ConfigOption,
+    RunOption,
+    echo_json,
+    fmt_time,
+    guarded,
+    load_target,
+    parse_point,
+    run_async,
 )
 from streams import codec, names
 from streams.connection import connect

@@ -9,7 +9,8 @@ then converted. A well-formed event of a type this build does not know decodes t
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 

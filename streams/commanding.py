@@ -37,7 +37,7 @@ async def send_command(
         await store.append(command)
         try:
             return await asyncio.wait_for(answer, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CommandTimeout(
                 f"no controller answered '{command.name}' in {timeout:.0f} s: is the loop running? "
                 f"(the command is recorded and will be handled when it starts)"

@@ -6,7 +6,6 @@ it was delivered, and ack / nak / in-progress / term.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +71,7 @@ class DurableConsumer:
         """Up to ``batch`` messages; an empty list when none arrive within ``timeout``."""
         try:
             msgs = await self._sub.fetch(batch, timeout=timeout)
-        except (NatsTimeout, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeout):
             return []
         out = []
         for msg in msgs:

@@ -55,7 +55,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
         cls: type[E],
         run: str,
         *,
-        cause: "Event | None" = None,
+        cause: Event | None = None,
         id: str | None = None,
         correlation_id: str | None = None,
         **fields: Any,

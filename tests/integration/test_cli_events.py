@@ -39,13 +39,15 @@ async def test_replay_until_gives_the_state_at_that_point(store, config):
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["position"] == seqs[1]
-    assert data["state"]["state"] == "halted" and data["state"]["reason"] == "nan loss"
+    assert data["state"]["halted"] and data["state"]["halt_reason"] == "nan loss"
     now = json.loads(jetzero("events", "replay", "-p", "loop_status", "--json",
                              config=config).stdout)
-    assert now["state"]["state"] == "running" and now["state"]["by"] == "carol"
+    assert now["state"]["state"] == "running" and not now["state"]["halted"]
+    assert now["state"]["halted_by"] == "carol"
     table = jetzero("events", "replay", "-p", "loop_status", "--until", str(seqs[0]),
                     config=config)
     assert "as of sequence 1" in table.stdout and "running" in table.stdout
+    assert "alice" in table.stdout
 
 
 async def test_show_tail_export_stats(store, config):

@@ -42,7 +42,7 @@ async def test_restart_from_snapshot_equals_full_replay(store):
 async def test_state_as_of_sequence_and_time(store):
     seqs = await store.append_many(_script(20))
     state, pos = await state_as_of(store, LoopStatusProjection(), "r1", seq=seqs[1])
-    assert pos == seqs[1] and state.state == "halted" and state.by == "u1"
+    assert pos == seqs[1] and state.halted and state.halted_by == "u1"
     t = (await store.get(seqs[2])).time
     state, pos = await state_as_of(store, LoopStatusProjection(), "r1", time=t)
     assert pos >= seqs[2] and state.starts >= 1
@@ -54,7 +54,7 @@ async def test_other_runs_and_undecodable_events_advance_nothing_but_position(st
     await store.append(ev.LoopHalted.new("r1", by="me"))
     runner = ProjectionRunner(store, LoopStatusProjection(), "r1")
     await runner.catch_up()
-    assert runner.state.by == "me" and runner.state.halts == 1
+    assert runner.state.halted_by == "me" and runner.state.halts == 1
     assert runner.position == 3 and runner.skipped == 1
 
 
@@ -64,7 +64,7 @@ async def test_following_applies_live_events(store):
     try:
         await store.append(ev.LoopHalted.new("r1", reason="live"))
         state = await runner.wait_for(lambda s: s.halted, timeout=10)
-        assert state.reason == "live"
+        assert state.halt_reason == "live"
     finally:
         await runner.stop()
 

@@ -50,4 +50,4 @@ def test_a_halt_outlives_a_restart():
         ev.LoopStopped(id="3", time=3.0, run="r"),
         ev.LoopStarted(id="4", time=4.0, run="r"),
     ])
-    assert s.state == "halted" and s.by == "ops" and s.starts == 2
+    assert s.halted and s.halted_by == "ops" and s.state == "running" and s.starts == 2

@@ -1,0 +1,114 @@
+"""The unified loop's typed config (``config/unified_loop.yaml``), decoded with field paths.
+
+Every section is a frozen msgspec Struct with defaults; unknown keys are refused. The
+engine's own settings (network, training) are the engine's Structs, embedded as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from engine.network import NetworkConfig
+from engine.train import TrainConfig
+from streams.config import NatsSettings, load_config
+
+_STRICT = dict(frozen=True, kw_only=True, forbid_unknown_fields=True)
+
+
+class GameSpec(msgspec.Struct, **_STRICT):
+    name: str = "connect4"
+    params: dict[str, int] = {}
+
+
+class CurriculumStage(msgspec.Struct, **_STRICT):
+    """Selfplay settings of one stage; a stage lasts until the champion reaches a generation."""
+
+    name: str
+    until_generation: int | None = None  # None: the last stage, forever
+    simulations: int = 128
+    temperature: float = 1.0
+    temperature_moves: int = 10
+    dirichlet_alpha: float = 1.0
+    dirichlet_fraction: float = 0.25
+    random_opening_moves: int = 0
+    use_openings: bool = False  # start from the game's balanced opening set
+
+
+class SelfplaySection(msgspec.Struct, **_STRICT):
+    workers: int = 1
+    games_in_flight: int = 128
+    torch_threads: int = 1
+    seed: int = 0
+
+
+class SyncSection(msgspec.Struct, **_STRICT):
+    games_per_shard: int = 64
+    max_wait_s: float = 30.0  # a partial shard is written after this long without new games
+
+
+class TrainingSection(msgspec.Struct, **_STRICT):
+    threshold_positions: int = 20_000  # train when this many new positions arrived
+    window: Literal["fixed", "power"] = "power"
+    window_positions: int = 250_000  # fixed: the window; power: its lower bound
+    window_exponent: float = 0.75  # power: window = window_positions * (total/window_positions)^e
+    max_samples_per_position: float = 4.0  # training samples per newly arrived position
+    torch_threads: int = 2
+    train: TrainConfig = TrainConfig()
+    seed: int = 0
+
+
+class EvaluationSection(msgspec.Struct, **_STRICT):
+    workers: int = 1
+    simulations: int = 64
+    torch_threads: int = 1
+
+
+class HealthSection(msgspec.Struct, **_STRICT):
+    interval_s: float = 3.0  # how often every worker and handler checks the loop status
+    selfplay_stall_s: float = 300.0
+    max_consumer_lag: int = 10_000
+    max_rejections: int = 20  # event.rejected in one run before it is a failure
+    min_free_disk_gb: float = 1.0
+    auto_halt_on_critical: bool = True
+
+
+class MetricsSection(msgspec.Struct, **_STRICT):
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+class SupervisorSection(msgspec.Struct, **_STRICT):
+    log_dir: str = "data/logs"
+    restart_backoff_s: float = 1.0
+    restart_backoff_max_s: float = 60.0
+
+
+class LoopConfig(msgspec.Struct, **_STRICT):
+    run: str = "main"
+    game: GameSpec = GameSpec()
+    nats: NatsSettings = NatsSettings()
+    network: NetworkConfig = NetworkConfig()
+    selfplay: SelfplaySection = SelfplaySection()
+    curriculum: list[CurriculumStage] = msgspec.field(
+        default_factory=lambda: [CurriculumStage(name="main")]
+    )
+    sync: SyncSection = SyncSection()
+    training: TrainingSection = TrainingSection()
+    evaluation: EvaluationSection = EvaluationSection()
+    promotion_config: str = "config/promotion.yaml"
+    health: HealthSection = HealthSection()
+    metrics: MetricsSection = MetricsSection()
+    supervisor: SupervisorSection = SupervisorSection()
+
+    def __post_init__(self) -> None:
+        if not self.curriculum:
+            raise ValueError("curriculum needs at least one stage")
+        if self.curriculum[-1].until_generation is not None:
+            raise ValueError("the last curriculum stage must have until_generation: null")
+
+
+def load_loop_config(path: str | Path, overrides: dict[str, Any] | None = None) -> LoopConfig:
+    return load_config(path, LoopConfig, overrides)

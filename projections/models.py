@@ -1,0 +1,299 @@
+"""Model registry read model: every checkpoint, its lineage, the champion, promotion history.
+
+Rules of the fold:
+
+- **Initial champion.** The first ``checkpoint.saved`` with generation 0, while there is no
+  champion and no promotion yet, is the champion by convention. It enters the history as a
+  promotion marked ``initial`` whose ``seq`` is that checkpoint's sequence, so a rollback can
+  name it like any promotion. An explicit ``candidate.promoted`` before any such checkpoint
+  makes its model the first champion instead.
+- **Rollback.** ``champion.rolled_back`` naming promotion ``P`` restores the champion line as
+  it stood at ``P``: the champion becomes ``P``'s model, every promotion after ``P`` is marked
+  reverted (its model joins ``reverted_models``), and promotions up to ``P`` that a later
+  rollback had reverted are effective again. The effective promotions (``lineage``) always
+  end with the champion.
+- **Decided** candidates (promoted or rejected) are never decided again; ``evaluations``
+  records which candidates have their evaluation matches scheduled.
+- The sequence of each event comes through ``apply_at`` (the runner passes it); ``apply``
+  uses 0. ``champion_last_seq`` is the last sequence on the ``champion`` aggregate, the
+  expectation a promoter appends under.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from projections.base import BaseProjection
+from projections.matches import CANDIDATE_PURPOSES
+from streams import events as ev
+from streams.envelope import Event
+
+__all__ = [
+    "Champion",
+    "Evaluation",
+    "ModelRecord",
+    "ModelRegistry",
+    "ModelRegistryProjection",
+    "Promotion",
+    "Rejection",
+    "Rollback",
+    "fold_numbered",
+    "lineage",
+    "previous_champions",
+    "previous_promotion",
+    "promotion_at",
+]
+
+
+class ModelRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One saved checkpoint."""
+
+    model_id: str
+    generation: int = 0
+    parent: str = ""
+    digest: str = ""
+    object_name: str = ""
+    step: int = 0
+    game: str = ""
+    source: str = ""
+    policy_loss: float = 0.0
+    value_loss: float = 0.0
+    saved_seq: int = 0
+    saved_at: float = 0.0
+
+
+class Promotion(msgspec.Struct, frozen=True, kw_only=True):
+    """A model made champion at ``seq`` (for the ``initial`` one: its checkpoint's seq)."""
+
+    seq: int
+    order: int  # position in the champion history (promotions and rollbacks), from 1
+    model_id: str
+    generation: int = 0
+    previous_champion: str = ""
+    time: float = 0.0
+    initial: bool = False
+    reverted_by: int = 0  # order of the rollback that reverted it; 0 = effective
+
+    @property
+    def reverted(self) -> bool:
+        return self.reverted_by != 0
+
+
+class Rejection(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    model_id: str
+    reason: str = ""
+    time: float = 0.0
+
+
+class Rollback(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    order: int
+    to_promotion_seq: int
+    model_id: str
+    reverted_models: tuple[str, ...] = ()
+    reason: str = ""
+    automatic: bool = False
+    evidence: dict[str, float] = {}
+    time: float = 0.0
+
+
+class Champion(msgspec.Struct, frozen=True, kw_only=True):
+    model_id: str
+    generation: int = 0
+    promotion_seq: int = 0  # the promotion that made this model champion
+    since: float = 0.0
+
+
+class Evaluation(msgspec.Struct, frozen=True, kw_only=True):
+    """The candidate's scheduled evaluation matches; ``expected`` of them (0: unknown)."""
+
+    matches: tuple[str, ...] = ()
+    expected: int = 0
+
+    @property
+    def fully_scheduled(self) -> bool:
+        return len(self.matches) >= max(self.expected, 1)
+
+
+class ModelRegistry(msgspec.Struct, frozen=True, kw_only=True):
+    models: dict[str, ModelRecord] = {}
+    champion: Champion | None = None
+    promotions: tuple[Promotion, ...] = ()
+    rejections: tuple[Rejection, ...] = ()
+    rollbacks: tuple[Rollback, ...] = ()
+    decided: frozenset[str] = frozenset()
+    reverted_models: frozenset[str] = frozenset()
+    evaluations: dict[str, Evaluation] = {}
+    champion_last_seq: int = 0
+    last_seq: int = 0
+
+    def is_decided(self, model_id: str) -> bool:
+        return model_id in self.decided
+
+    def _next_order(self) -> int:
+        return len(self.promotions) + len(self.rollbacks) + 1
+
+
+def lineage(state: ModelRegistry) -> list[Promotion]:
+    """The effective promotions, oldest first; the last one made the current champion."""
+    return [p for p in state.promotions if not p.reverted]
+
+
+def promotion_at(state: ModelRegistry, seq: int) -> Promotion | None:
+    """The promotion (initial one included) at sequence ``seq``, if any."""
+    return next((p for p in reversed(state.promotions) if p.seq == seq), None)
+
+
+def previous_promotion(state: ModelRegistry) -> Promotion | None:
+    """The effective promotion before the current champion's, if any (a rollback target)."""
+    line = lineage(state)
+    return line[-2] if len(line) >= 2 else None
+
+
+def previous_champions(state: ModelRegistry, k: int) -> list[str]:
+    """Up to ``k`` earlier effective champions, most recent first, without the champion."""
+    current = state.champion.model_id if state.champion else ""
+    out: list[str] = []
+    for p in reversed(lineage(state)):
+        if len(out) >= k:
+            break
+        if p.model_id != current and p.model_id not in out:
+            out.append(p.model_id)
+    return out
+
+
+class ModelRegistryProjection(BaseProjection[ModelRegistry]):
+    name = "model_registry"
+    state_type = ModelRegistry
+
+    def initial(self) -> ModelRegistry:
+        return ModelRegistry()
+
+    def apply(self, state: ModelRegistry, event: Event) -> ModelRegistry:
+        return self.apply_at(state, event, 0)
+
+    def apply_at(self, state: ModelRegistry, event: Event, seq: int) -> ModelRegistry:
+        """The state after ``event``, which sits at sequence ``seq`` of the stream."""
+        method = getattr(self, "on_" + type(event).__name__, None)
+        if method is None:
+            return state
+        new = method(state, event, seq)
+        return msgspec.structs.replace(new, last_seq=max(seq, state.last_seq))
+
+    # -- checkpoints and evaluations -----------------------------------------------------
+
+    def on_CheckpointSaved(
+        self, s: ModelRegistry, e: ev.CheckpointSaved, seq: int
+    ) -> ModelRegistry:
+        record = ModelRecord(
+            model_id=e.model_id, generation=e.generation, parent=e.parent_model,
+            digest=e.digest, object_name=e.object_name, step=e.step, game=e.game,
+            source=e.source, policy_loss=e.policy_loss, value_loss=e.value_loss,
+            saved_seq=seq, saved_at=e.time,
+        )
+        models = {**s.models, e.model_id: record}
+        if s.champion is None and not s.promotions and e.generation == 0:
+            first = Promotion(seq=seq, order=s._next_order(), model_id=e.model_id,
+                              generation=0, time=e.time, initial=True)
+            return msgspec.structs.replace(
+                s, models=models, promotions=(first,), decided=s.decided | {e.model_id},
+                champion=Champion(model_id=e.model_id, generation=0, promotion_seq=seq,
+                                  since=e.time),
+            )
+        return msgspec.structs.replace(s, models=models)
+
+    def on_MatchScheduled(
+        self, s: ModelRegistry, e: ev.MatchScheduled, seq: int
+    ) -> ModelRegistry:
+        if e.purpose not in CANDIDATE_PURPOSES or e.candidate.kind != "model":
+            return s
+        model = e.candidate.model_id
+        current = s.evaluations.get(model, Evaluation())
+        if e.match_id in current.matches:
+            return s
+        updated = Evaluation(matches=(*current.matches, e.match_id),
+                             expected=max(current.expected, e.set_size))
+        return msgspec.structs.replace(s, evaluations={**s.evaluations, model: updated})
+
+    # -- the champion aggregate ----------------------------------------------------------
+
+    def _generation(self, s: ModelRegistry, model_id: str, default: int = 0) -> int:
+        record = s.models.get(model_id)
+        return record.generation if record is not None else default
+
+    def on_CandidatePromoted(
+        self, s: ModelRegistry, e: ev.CandidatePromoted, seq: int
+    ) -> ModelRegistry:
+        generation = self._generation(s, e.model_id, e.generation)
+        previous = e.previous_champion or (s.champion.model_id if s.champion else "")
+        promotion = Promotion(seq=seq, order=s._next_order(), model_id=e.model_id,
+                              generation=generation, previous_champion=previous, time=e.time)
+        return msgspec.structs.replace(
+            s,
+            promotions=(*s.promotions, promotion),
+            champion=Champion(model_id=e.model_id, generation=generation, promotion_seq=seq,
+                              since=e.time),
+            decided=s.decided | {e.model_id},
+            champion_last_seq=max(seq, s.champion_last_seq),
+        )
+
+    def on_CandidateRejected(
+        self, s: ModelRegistry, e: ev.CandidateRejected, seq: int
+    ) -> ModelRegistry:
+        rejection = Rejection(seq=seq, model_id=e.model_id, reason=e.reason, time=e.time)
+        return msgspec.structs.replace(
+            s,
+            rejections=(*s.rejections, rejection),
+            decided=s.decided | {e.model_id},
+            champion_last_seq=max(seq, s.champion_last_seq),
+        )
+
+    def on_ChampionRolledBack(
+        self, s: ModelRegistry, e: ev.ChampionRolledBack, seq: int
+    ) -> ModelRegistry:
+        order = s._next_order()
+        target = promotion_at(s, e.to_promotion_seq)
+        promotions = []
+        for p in s.promotions:
+            if target is not None:
+                after = p.order > target.order
+                restore = not after and p.reverted_by > target.order
+            else:  # an unknown target: revert by sequence, restore nothing
+                after, restore = p.seq > e.to_promotion_seq, False
+            if after and not p.reverted:
+                p = msgspec.structs.replace(p, reverted_by=order)
+            elif restore:
+                p = msgspec.structs.replace(p, reverted_by=0)
+            promotions.append(p)
+        model = target.model_id if target is not None else e.model_id
+        effective = {p.model_id for p in promotions if not p.reverted}
+        reverted = {p.model_id for p in promotions if p.reverted} | set(e.reverted_models)
+        rollback = Rollback(
+            seq=seq, order=order, to_promotion_seq=e.to_promotion_seq, model_id=model,
+            reverted_models=tuple(e.reverted_models), reason=e.reason, automatic=e.automatic,
+            evidence=dict(e.evidence), time=e.time,
+        )
+        return msgspec.structs.replace(
+            s,
+            promotions=tuple(promotions),
+            rollbacks=(*s.rollbacks, rollback),
+            reverted_models=frozenset(reverted - effective),
+            champion=Champion(model_id=model, generation=self._generation(s, model),
+                              promotion_seq=e.to_promotion_seq, since=e.time),
+            champion_last_seq=max(seq, s.champion_last_seq),
+        )
+
+
+def fold_numbered(
+    projection: ModelRegistryProjection,
+    numbered: Iterable[tuple[int, Event]],
+    state: ModelRegistry | None = None,
+) -> ModelRegistry:
+    """Fold ``(seq, event)`` pairs with ``apply_at`` (what the runner does with sequences)."""
+    current = projection.initial() if state is None else state
+    for seq, event in numbered:
+        current = projection.apply_at(current, event, seq)
+    return current
