@@ -145,6 +145,13 @@ class NetworkMCTSPlayer:
         policy = policy_from_visits(search.visit_counts(0), self.temperature)
         return int(self._rng.choice(len(policy), p=policy))
 
+    @property
+    def last_visits(self) -> np.ndarray:
+        """Root visit counts of the latest search (reused subtree included)."""
+        if self._search is None:
+            raise ValueError("no search yet")
+        return self._search.visit_counts(0)
+
     def value_of(self, state: State) -> float:
         """The search's value of ``state`` for its side to move, in [-1, 1]."""
         if state.is_terminal():

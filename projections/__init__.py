@@ -14,6 +14,9 @@ from projections.loop_status import LoopStatusProjection
 
 def _registry() -> dict[str, Callable[[], Any]]:
     found: dict[str, Callable[[], Any]] = {"loop_status": LoopStatusProjection}
+    from projections.journal import JournalProjection
+
+    found["journal"] = JournalProjection
     for module, cls in (
         ("projections.models", "ModelRegistryProjection"),
         ("projections.matches", "MatchesProjection"),

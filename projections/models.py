@@ -260,7 +260,7 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
         for p in s.promotions:
             if target is not None:
                 after = p.order > target.order
-                restore = not after and p.reverted_by > target.order
+                restore = False
             else:  # an unknown target: revert by sequence, restore nothing
                 after, restore = p.seq > e.to_promotion_seq, False
             if after and not p.reverted:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
@@ -21,12 +22,13 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 
-from streams import codec, names
+from streams import codec, delivery, names
 from streams.connection import Log
 from streams.envelope import Event
 from streams.errors import ConcurrencyConflict, EventNotFound, StoreError
 
 _WRONG_LAST_SEQUENCE = 10071
+_LEAN_ATTEMPTS = 3  # lean-reader connections a replay tries before the ordered consumer
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,13 +215,41 @@ class EventStore:
     ) -> int:
         """Feed every stored message in a range to ``handle(seq, subject, time, data)``.
 
-        Ordered push consumer with a callback (no task per message); flow control keeps
-        memory bounded whatever the range. Stops at ``end_seq`` (default: the stream's last
-        sequence when called). Returns the last sequence handled (0 if none).
+        Uses the lean reader of ``streams.delivery`` (deliveries handed over straight from
+        the socket; resumed after the last handled sequence if its connection drops), or an
+        ordered push consumer with a callback where that reader cannot connect. Memory stays
+        bounded whatever the range. Stops at ``end_seq`` (default: the stream's last sequence
+        when called). Returns the last sequence handled (0 if none).
         """
         end = end_seq if end_seq is not None else await self.last_seq(stream)
         if end < start_seq:
             return 0
+        subjects = subject_filter or names.run_filter(stream)
+        last = 0
+        for _ in range(_LEAN_ATTEMPTS):
+            config = _start_config(start_seq, start_time)
+            config.filter_subject = subjects
+            try:
+                return max(last, await delivery.replay(
+                    self.nc, self.js, stream, config, handle, end
+                ))
+            except delivery.Unavailable:
+                break
+            except delivery.Interrupted as exc:
+                if exc.last:
+                    last, start_seq, start_time = exc.last, exc.last + 1, None
+                if last >= end:
+                    return last
+            except APIError as exc:
+                raise StoreError(f"read {stream}: {exc.description}") from None
+            except (NatsTimeout, asyncio.TimeoutError):
+                raise StoreError(f"read {stream}: no answer from the server") from None
+        return max(last, await self._replay_ordered(
+            stream, handle, subjects, start_seq, end, start_time
+        ))
+
+    async def _replay_ordered(self, stream, handle, subject_filter, start_seq, end, start_time):
+        """``replay`` over nats-py's ordered consumer (a callback per message)."""
         last = 0
         finished = asyncio.Event()
         failure: list[BaseException] = []
@@ -297,24 +327,14 @@ class EventStore:
 
     async def subscribe_ordered(self, stream, subject_filter, cb, start_seq=1, start_time=None):
         """An ordered push consumer calling ``cb(msg)`` from ``start_seq`` (or time), live."""
-        config = api.ConsumerConfig()
-        if start_time is not None:
-            policy = api.DeliverPolicy.BY_START_TIME
-            config.opt_start_time = (
-                dt.datetime.fromtimestamp(start_time, dt.timezone.utc).isoformat()
-            )
-        elif start_seq > 1:
-            policy = api.DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = start_seq
-        else:
-            policy = api.DeliverPolicy.ALL
+        config = _start_config(start_seq, start_time)
         try:
             return await self.js.subscribe(
                 subject_filter or names.run_filter(stream),
                 stream=stream,
                 cb=cb,
                 ordered_consumer=True,
-                deliver_policy=policy,
+                deliver_policy=config.deliver_policy,
                 config=config,
                 pending_bytes_limit=64 * 1024 * 1024,
             )
@@ -328,6 +348,26 @@ class EventStore:
         except Exception:  # noqa: BLE001 - unknown: assume there is something to read
             return 1
         return int(info.num_pending) + int(info.delivered.consumer_seq)
+
+
+def _start_config(start_seq: int, start_time: float | None) -> api.ConsumerConfig:
+    """A consumer config that starts at ``start_time`` if given, else at ``start_seq``."""
+    config = api.ConsumerConfig()
+    if start_time is not None:
+        config.deliver_policy = api.DeliverPolicy.BY_START_TIME
+        # Whole microseconds, rounded down: rounding up would skip an event stored at start_time.
+        micros = math.floor(start_time * 1_000_000)
+        config.opt_start_time = (
+            dt.datetime.fromtimestamp(micros // 1_000_000, dt.timezone.utc)
+            .replace(microsecond=micros % 1_000_000)
+            .isoformat()
+        )
+    elif start_seq > 1:
+        config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = start_seq
+    else:
+        config.deliver_policy = api.DeliverPolicy.ALL
+    return config
 
 
 def _stored(raw: api.RawStreamMsg) -> Stored:

@@ -1,0 +1,166 @@
+"""The evaluator's pure decisions: which matches a checkpoint plays, and their units of work.
+
+- ``schedule_for_checkpoint``: a new checkpoint plays the champion (gate), the previous K
+  champions (regression) and the reference players (reference), once per candidate.
+- ``work_units``: a match's ``max_pairs`` pairs split into units of ``pairs_per_unit``, the
+  openings cycled in pair order, each pair with its own seed.
+- ``complete_match``: ``match.completed`` once a match's SPRT decides or its cap is reached.
+- ``schedule_watch``: after a promotion, the new champion against its predecessor.
+- ``decide`` dispatches an event to the above (what the evaluator handler calls).
+
+Match ids derive from the purpose, the candidate and the opponent, so a redone decision
+names the same matches; the projections keep the first scheduling of a match id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from handlers.promotion_config import PromotionConfig, SprtConfig
+from projections.matches import GATE, REFERENCE, REGRESSION, WATCH, Matches, match_decision
+from projections.models import ModelRegistry, previous_champions
+from streams import events as ev
+from streams import names
+from streams.envelope import Event
+from streams.work import MatchUnit, PairSpec
+
+__all__ = [
+    "complete_match",
+    "decide",
+    "match_id_for",
+    "pair_seed",
+    "schedule_for_checkpoint",
+    "schedule_watch",
+    "work_units",
+]
+
+Opening = Sequence[int]
+
+
+def match_id_for(purpose: str, candidate: str, opponent: ev.PlayerSpec) -> str:
+    """The id of the ``purpose`` match of model ``candidate`` against ``opponent``."""
+    return names.token(f"{purpose}-{candidate}-vs-{opponent.label}")
+
+
+def pair_seed(match_id: str, pair_index: int) -> int:
+    """A seed for one pair, fixed by the match and the pair's index (below 2**63)."""
+    digest = hashlib.sha256(f"{match_id}/{pair_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def _scheduled(
+    cause: Event, config: PromotionConfig, candidate: str, purpose: str,
+    opponent: ev.PlayerSpec, max_pairs: int, sprt: SprtConfig, openings: int, set_size: int,
+) -> ev.MatchScheduled:
+    return ev.MatchScheduled.new(
+        cause.run, cause=cause, match_id=match_id_for(purpose, candidate, opponent),
+        candidate=config.model_player(candidate), opponent=opponent, purpose=purpose,
+        max_pairs=max_pairs, pairs_per_unit=config.pairs_per_unit, openings=openings,
+        sprt=sprt.params(), set_size=set_size,
+    )
+
+
+def schedule_for_checkpoint(
+    registry: ModelRegistry, event: ev.CheckpointSaved, config: PromotionConfig,
+    openings_count: int,
+) -> list[Event]:
+    """The evaluation matches of the checkpoint in ``event``, or none if it needs none.
+
+    None for: no champion yet, the champion itself, a candidate already decided, or one
+    whose matches are all scheduled. A set scheduled only in part (a crash between appends)
+    is scheduled again whole; the projections keep the first of each match id.
+    """
+    model, champion = event.model_id, registry.champion
+    if champion is None or model == champion.model_id or registry.is_decided(model):
+        return []
+    evaluation = registry.evaluations.get(model)
+    if evaluation is not None and evaluation.fully_scheduled:
+        return []
+    reg = config.regression
+    plan: list[tuple[str, ev.PlayerSpec, int, SprtConfig]] = [
+        (GATE, config.model_player(champion.model_id), config.max_pairs, config.sprt)
+    ]
+    for earlier in previous_champions(registry, reg.previous_champions):
+        if earlier != model:
+            plan.append((REGRESSION, config.model_player(earlier), reg.max_pairs, reg.sprt))
+    for reference in reg.reference_players:
+        plan.append((REFERENCE, reference.spec(), reg.max_pairs, reg.sprt))
+    return [
+        _scheduled(event, config, model, purpose, opponent, pairs, sprt, openings_count,
+                   len(plan))
+        for purpose, opponent, pairs, sprt in plan
+    ]
+
+
+def schedule_watch(
+    registry: ModelRegistry, event: ev.CandidatePromoted, config: PromotionConfig,
+    openings_count: int,
+) -> list[Event]:
+    """The watch match of a fresh promotion (new champion against its predecessor)."""
+    watch, champion = config.watch, registry.champion
+    if not watch.enabled or not event.previous_champion or event.previous_champion == event.model_id:
+        return []
+    if champion is None or champion.model_id != event.model_id:
+        return []  # rolled back or superseded before we got here
+    opponent = config.model_player(event.previous_champion)
+    return [_scheduled(event, config, event.model_id, WATCH, opponent, watch.max_pairs,
+                       watch.sprt, openings_count, 1)]
+
+
+def work_units(
+    match: ev.MatchScheduled, game: str, openings: Sequence[Opening]
+) -> list[MatchUnit]:
+    """Units covering pairs ``0 .. max_pairs - 1`` once each, ``pairs_per_unit`` per unit.
+
+    Pair ``i`` plays opening ``i mod n`` of the first ``match.openings`` openings (all of
+    them when it is 0; one empty opening when there are none) with seed ``pair_seed``.
+    """
+    pool = list(openings)[: match.openings] if match.openings > 0 else list(openings)
+    if not pool:
+        pool = [()]
+    size = max(1, match.pairs_per_unit)
+    units = []
+    for number, start in enumerate(range(0, match.max_pairs, size)):
+        pairs = [
+            PairSpec(pair_index=i, opening=list(pool[i % len(pool)]),
+                     seed=pair_seed(match.match_id, i))
+            for i in range(start, min(start + size, match.max_pairs))
+        ]
+        units.append(MatchUnit.new(
+            match.run, cause=match, match_id=match.match_id,
+            unit_id=f"{match.match_id}/{number}", game=game, candidate=match.candidate,
+            opponent=match.opponent, pairs=pairs,
+        ))
+    return units
+
+
+def complete_match(matches: Matches, event: ev.MatchPairPlayed) -> list[Event]:
+    """``match.completed`` if the pair in ``event`` (already folded) ends its match."""
+    match = matches.get(event.match_id)
+    decision = None if match is None else match_decision(match)
+    if decision is None:
+        return []
+    return [ev.MatchCompleted.new(event.run, cause=event, **decision)]
+
+
+def decide(
+    registry: ModelRegistry, matches: Matches, event: Event, config: PromotionConfig,
+    *, game: str, openings: Sequence[Opening],
+) -> list[Event]:
+    """The evaluator's reaction to one event (both states already include it)."""
+    match event:
+        case ev.CheckpointSaved():
+            return schedule_for_checkpoint(registry, event, config, len(openings))
+        case ev.MatchScheduled():
+            current = matches.get(event.match_id)
+            if current is None or current.scheduled.id != event.id or current.completed:
+                return []  # a repeated scheduling: the first one has its units
+            return list(work_units(event, game, openings))
+        case ev.MatchPairPlayed():
+            return complete_match(matches, event)
+        case ev.CandidatePromoted():
+            planned = schedule_watch(registry, event, config, len(openings))
+            return [e for e in planned
+                    if isinstance(e, ev.MatchScheduled) and matches.get(e.match_id) is None]
+    return []

@@ -1,0 +1,232 @@
+"""The supervisor: one per run. Starts the embedded server (unless ``nats.url``), records
+``loop.started`` with the config in force, runs every handler and worker as a child process,
+restarts crashed children with back-off (recording ``process.restarted``), and stops them
+gracefully when ``loop.stop_requested`` appears in the log or on SIGTERM.
+
+A lease in the locks bucket keeps a second supervisor of the same run from starting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from handlers.loop_config import LoopConfig
+from projections.loop_status import LoopStatusProjection
+from projections.runner import ProjectionRunner
+from streams import events as ev
+from streams.config import to_plain
+from streams.connection import connect
+from streams.errors import LockHeld
+from streams.kv import acquire_lease
+from streams.server import EmbeddedServer, ensure_server
+from streams.store import EventStore
+
+log = logging.getLogger(__name__)
+SUPERVISOR_LEASE = "supervisor"
+_PR_SET_PDEATHSIG = 1
+
+
+def who() -> str:
+    try:
+        user = os.getlogin()
+    except OSError:
+        user = os.environ.get("USER", "user")
+    return f"{user}@{socket.gethostname()}"
+
+
+def process_names(config: LoopConfig) -> list[tuple[str, int]]:
+    """Every child process of the loop: ``(service name, index)``."""
+    fixed = ["controller", "sync", "trainer", "evaluator", "referee", "promoter", "health"]
+    out = [(name, 0) for name in fixed]
+    out += [("selfplay", i) for i in range(config.selfplay.workers)]
+    out += [("evalworker", i) for i in range(config.evaluation.workers)]
+    return out
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM when the supervisor dies, even by kill -9 (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started: float = 0.0
+    backoff: float = 0.0
+    log_path: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name not in ("selfplay", "evalworker") else f"{self.name}-{self.index}"
+
+
+@dataclass
+class Supervisor:
+    config: LoopConfig
+    config_path: Path
+    verbose: bool = False
+    children: list[Child] = field(default_factory=list)
+
+    def _spawn(self, child: Child) -> None:
+        cmd = [sys.executable, "-m", "handlers.process", child.name, "--config",
+               str(self.config_path), "--index", str(child.index)]
+        if self.verbose:
+            cmd.append("--verbose")
+        log_dir = Path(self.config.supervisor.log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        child.log_path = log_dir / f"{child.label}.log"
+        out = None if self.verbose else open(child.log_path, "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        child.process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT if out else None, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent, env=env,
+        )
+        if out is not None:
+            out.close()
+        child.started = time.monotonic()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run the loop until stop is set or a stop is requested through the log."""
+        started_server = None
+        if not self.config.nats.url:
+            embedded = EmbeddedServer(self.config.nats)
+            if not embedded.status().running:
+                started_server = embedded
+            embedded.start(detach=False)
+        else:
+            ensure_server(self.config.nats)
+        conn = await connect(self.config.nats, name="jetzero-supervisor")
+        store = EventStore(conn)
+        lease = None
+        try:
+            lease = await acquire_lease(conn, self.config.run, SUPERVISOR_LEASE, who())
+            status = ProjectionRunner(store, LoopStatusProjection(), self.config.run)
+            await status.follow()
+            await store.append(ev.LoopStarted.new(
+                self.config.run, by=who(), reason="supervisor start", config=to_plain(self.config),
+                host=socket.gethostname(),
+            ))
+            self.children = [Child(n, i) for n, i in process_names(self.config)]
+            for child in self.children:
+                self._spawn(child)
+            log.info("loop %s running: %d processes; logs in %s", self.config.run,
+                     len(self.children), self.config.supervisor.log_dir)
+            renew_every = max(1.0, self.config.nats.lock_ttl_s / 3)
+            next_renew = time.monotonic() + renew_every
+            while not stop.is_set() and status.state.state != "stopping":
+                await self._reap(store)
+                if time.monotonic() >= next_renew:
+                    await lease.renew()
+                    next_renew = time.monotonic() + renew_every
+                try:
+                    await asyncio.wait_for(stop.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+            await self._stop_children()
+            reason = "stop requested" if status.state.state == "stopping" else "supervisor signalled"
+            await store.append(ev.LoopStopped.new(self.config.run, by=who(), reason=reason))
+            await status.stop()
+        finally:
+            if lease is not None:
+                await lease.release()
+            await conn.close()
+            if started_server is not None:
+                started_server.stop()
+
+    async def _reap(self, store: EventStore) -> None:
+        cfg = self.config.supervisor
+        for child in self.children:
+            proc = child.process
+            if proc is None:
+                if time.monotonic() >= child.backoff:
+                    self._spawn(child)
+                continue
+            code = proc.poll()
+            if code is None:
+                continue
+            ran = time.monotonic() - child.started
+            child.restarts += 1
+            delay = cfg.restart_backoff_s if ran > 60 else min(
+                cfg.restart_backoff_max_s, cfg.restart_backoff_s * 2 ** min(child.restarts - 1, 10)
+            )
+            log.warning("%s exited with %s after %.1f s; restarting in %.1f s",
+                        child.label, code, ran, delay)
+            await store.append(ev.ProcessRestarted.new(
+                self.config.run, by="supervisor", process=child.label, exit_code=code,
+                restarts=child.restarts, backoff_s=delay, reason=f"exited after {ran:.1f} s",
+            ))
+            child.process = None
+            child.backoff = time.monotonic() + delay
+
+    async def _stop_children(self, timeout: float = 30.0) -> None:
+        live = [c.process for c in self.children if c.process and c.process.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in live:
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+async def supervise(config: LoopConfig, config_path: Path, *, verbose: bool = False,
+                    stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Supervisor(config, config_path, verbose).run(stop)
+
+
+__all__ = ["Supervisor", "supervise", "process_names", "LockHeld"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m handlers.supervisor --config PATH [--verbose]``: run the loop in this process."""
+    import argparse
+
+    import uvloop
+
+    from handlers.loop_config import load_loop_config
+    from streams.errors import JetzeroError
+
+    parser = argparse.ArgumentParser(prog="handlers.supervisor")
+    parser.add_argument("--config", default="config/unified_loop.yaml")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s supervisor %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_loop_config(args.config)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(supervise(config, Path(args.config), verbose=args.verbose))
+    except LockHeld as exc:
+        print(f"error: the loop is already running ({exc})", file=sys.stderr)
+        return 3
+    except JetzeroError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

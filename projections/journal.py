@@ -1,0 +1,60 @@
+"""Recent notable events (rejections, rollbacks, health failures, restarts), newest last,
+and the selfplay game counter, for ``--status`` and the health checks."""
+
+from __future__ import annotations
+
+import msgspec
+
+from projections.base import BaseProjection
+from streams import events as ev
+
+KEEP = 10
+
+
+class Note(msgspec.Struct, frozen=True):
+    time: float
+    kind: str
+    text: str
+
+
+class Journal(msgspec.Struct, frozen=True, kw_only=True):
+    rejections: tuple[Note, ...] = ()
+    rollbacks: tuple[Note, ...] = ()
+    health_failures: tuple[Note, ...] = ()
+    poison: tuple[Note, ...] = ()
+    rejected_candidates: int = 0
+    poison_count: int = 0
+    health_failure_count: int = 0
+
+
+def _push(notes: tuple[Note, ...], note: Note) -> tuple[Note, ...]:
+    return (notes + (note,))[-KEEP:]
+
+
+class JournalProjection(BaseProjection[Journal]):
+    name = "journal"
+    state_type = Journal
+
+    def initial(self) -> Journal:
+        return Journal()
+
+    def on_CandidateRejected(self, s: Journal, e: ev.CandidateRejected) -> Journal:
+        note = Note(e.time, "candidate.rejected", f"{e.model_id}: {e.reason}")
+        return msgspec.structs.replace(s, rejections=_push(s.rejections, note),
+                                       rejected_candidates=s.rejected_candidates + 1)
+
+    def on_ChampionRolledBack(self, s: Journal, e: ev.ChampionRolledBack) -> Journal:
+        how = "automatic" if e.automatic else "manual"
+        note = Note(e.time, "champion.rolled_back",
+                    f"to #{e.to_promotion_seq} ({e.model_id}), {how}: {e.reason}")
+        return msgspec.structs.replace(s, rollbacks=_push(s.rollbacks, note))
+
+    def on_HealthCheckFailed(self, s: Journal, e: ev.HealthCheckFailed) -> Journal:
+        note = Note(e.time, f"health.{e.severity}", f"{e.check}: {e.detail}")
+        return msgspec.structs.replace(s, health_failures=_push(s.health_failures, note),
+                                       health_failure_count=s.health_failure_count + 1)
+
+    def on_EventRejected(self, s: Journal, e: ev.EventRejected) -> Journal:
+        note = Note(e.time, "event.rejected", f"{e.subject} #{e.seq}: {e.reason}")
+        return msgspec.structs.replace(s, poison=_push(s.poison, note),
+                                       poison_count=s.poison_count + 1)
