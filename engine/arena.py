@@ -131,9 +131,7 @@ def _opening(
     early_temperature_moves: int,
 ) -> tuple[int, ...]:
     if early_temperature_moves < 0:
-        raise ValueError(
-            f"early_temperature_moves must not be negative, got {early_temperature_moves}"
-        )
+        raise ValueError(f"early_temperature_moves must not be negative, got {early_temperature_moves}")
     if opening or early_temperature_moves == 0:
         return tuple(int(m) for m in opening)
     if rng is None:

@@ -167,8 +167,7 @@ def load_checkpoint(
             )
     if expect_arch is not None and meta.architecture != expect_arch:
         raise CheckpointError(
-            f"checkpoint {meta.model_id} has architecture {meta.architecture}, "
-            f"expected {expect_arch}"
+            f"checkpoint {meta.model_id} has architecture {meta.architecture}, expected {expect_arch}"
         )
     try:
         net = PolicyValueNet(meta.architecture, meta.plane_shape, meta.num_actions)

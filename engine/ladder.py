@@ -53,9 +53,7 @@ def bradley_terry(
     index = {name: i for i, name in enumerate(names)}
     unreachable = sorted(set(names) - _reachable(games > 0, index[anchor], names))
     if unreachable:
-        raise ValueError(
-            f"no chain of games links {', '.join(map(repr, unreachable))} to anchor {anchor!r}"
-        )
+        raise ValueError(f"no chain of games links {', '.join(map(repr, unreachable))} to anchor {anchor!r}")
     if prior_draws is None:
         prior_draws = 0.0 if _fit_is_finite(score, names) else AUTO_PRIOR_DRAWS
     if not (math.isfinite(prior_draws) and prior_draws >= 0):

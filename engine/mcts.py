@@ -13,6 +13,7 @@ the pool when it fills. Root Dirichlet noise and move sampling take numpy Genera
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from typing import Protocol
 
 import msgspec
@@ -89,10 +90,19 @@ class Evaluator(Protocol):
         ...
 
 
+def legal_masks(states: Sequence[State], num_actions: int) -> np.ndarray:
+    """Boolean [N, A] legal-move masks of ``states`` (one vectorised fill for the batch)."""
+    moves = [s.legal_moves() for s in states]
+    counts = np.fromiter(map(len, moves), dtype=np.int64, count=len(moves))
+    mask = np.zeros((len(moves), num_actions), dtype=bool)
+    mask[np.repeat(np.arange(len(moves)), counts), list(chain.from_iterable(moves))] = True
+    return mask
+
+
 def _legal_masks(states: Sequence[State], legal: np.ndarray | None) -> np.ndarray:
     if legal is not None:
         return np.asarray(legal, dtype=bool)
-    return np.stack([s.legal_mask() for s in states])
+    return legal_masks(states, states[0].game.num_actions) if states else np.zeros((0, 0), bool)
 
 
 def _uniform(legal: np.ndarray) -> np.ndarray:
@@ -175,6 +185,12 @@ def select_move(visits: np.ndarray, temperature: float, rng: np.random.Generator
     return int(rng.choice(len(policy), p=policy))
 
 
+_NODE_ARRAYS = (
+    "_child", "_n", "_w", "_p", "_legal", "_nsum", "_to_play", "_terminal", "_tvalue",
+    "_expanded", "_states",
+)  # fmt: skip
+
+
 class BatchedSearch:
     """The search trees of ``slots`` independent games, searched together.
 
@@ -183,6 +199,19 @@ class BatchedSearch:
     (keeping the subtree), ``clear(slot)`` to free a slot. ``evaluations`` counts positions
     sent to the evaluator and ``evaluator_calls`` the calls.
     """
+
+    # The node pool: row i describes node i; [capacity, A] arrays hold per-child edges.
+    _child: np.ndarray  # child node id per action, -1 if not created
+    _n: np.ndarray  # edge visit counts (virtual visits included while a step runs)
+    _w: np.ndarray  # edge total value, for the node's side to move
+    _p: np.ndarray  # priors (root: noise mixed in)
+    _legal: np.ndarray  # legal-move masks
+    _nsum: np.ndarray  # [capacity] sum of the node's edge visits
+    _to_play: np.ndarray  # [capacity] the node's side to move
+    _terminal: np.ndarray  # [capacity] game over at the node
+    _tvalue: np.ndarray  # [capacity] outcome for the side to move, at terminal nodes
+    _expanded: np.ndarray  # [capacity] priors and legal masks are set
+    _states: np.ndarray  # [capacity] object: the node's State
 
     def __init__(
         self,
@@ -247,8 +276,7 @@ class BatchedSearch:
         self._to_play[ids] = to_play
         self._terminal[ids] = [o is not None for o in outcomes]
         self._tvalue[ids] = [
-            0.0 if o is None else (o if t == 0 else -o)
-            for o, t in zip(outcomes, to_play, strict=True)
+            0.0 if o is None else (o if t == 0 else -o) for o, t in zip(outcomes, to_play, strict=True)
         ]
         return ids
 
@@ -272,18 +300,7 @@ class BatchedSearch:
         m = order.size
         remap = np.full(self._size, -1, dtype=np.int64)
         remap[order] = np.arange(m)
-        for name in (
-            "_n",
-            "_w",
-            "_p",
-            "_legal",
-            "_nsum",
-            "_to_play",
-            "_terminal",
-            "_tvalue",
-            "_expanded",
-            "_states",
-        ):
+        for name in _NODE_ARRAYS[1:]:
             arr = getattr(self, name)
             arr[:m] = arr[order]
         child = self._child[order]
@@ -394,7 +411,7 @@ class BatchedSearch:
     def _evaluate_and_expand(self, nodes: np.ndarray) -> np.ndarray:
         """Evaluate ``nodes`` (non-terminal), store priors and legal masks; return values."""
         states = list(self._states[nodes])
-        legal = np.stack([s.legal_mask() for s in states])
+        legal = legal_masks(states, self.game.num_actions)
         priors, values = self.evaluator.evaluate(states, legal)
         self.evaluations += len(states)
         self.evaluator_calls += 1
@@ -431,10 +448,7 @@ class BatchedSearch:
                 parents, acts = nodes[new], act[new]
                 states = self._states
                 ids = self._new_nodes(
-                    [
-                        states[p].play(int(a))
-                        for p, a in zip(parents.tolist(), acts.tolist(), strict=True)
-                    ]
+                    [states[p].play(int(a)) for p, a in zip(parents.tolist(), acts.tolist(), strict=True)]
                 )
                 self._child[parents, acts] = ids
                 nxt[new] = ids

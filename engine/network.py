@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -39,11 +40,13 @@ class NetworkConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("NetworkConfig.channels and value_hidden must be positive")
 
 
-# Connect Four default: 5 residual blocks × 64 channels (~0.39 M parameters, ~17 M
-# multiply-adds per position). On a 2-core CPU it runs ~3-4 k positions/s at batch 256 and
-# trains at ~1.5 k samples/s, enough for a few thousand selfplay games an hour; a deeper
-# or wider net loses more in games per hour than it wins in strength at this budget.
-DEFAULT_CONNECT4_NETWORK = NetworkConfig(blocks=5, channels=64, value_hidden=64)
+# Connect Four default: 4 residual blocks × 48 channels (~172 k parameters, ~8 M
+# multiply-adds per position). The stem and two blocks already see the whole 6×7 board;
+# four blocks give room to combine threats, and 48 channels are ample for Connect Four's
+# patterns at the data scale of a small cluster. It costs under half of a 5×64 net per
+# position, so a 2-core CPU plays about twice as many selfplay games an hour, which
+# matters more early in the loop than the extra capacity (see bench/selfplay.py).
+DEFAULT_CONNECT4_NETWORK = NetworkConfig(blocks=4, channels=48, value_hidden=64)
 # Tic-tac-toe (end-to-end runs of the whole loop): tiny, trains in seconds.
 DEFAULT_TICTACTOE_NETWORK = NetworkConfig(blocks=1, channels=16, value_hidden=16)
 
@@ -148,16 +151,12 @@ def inference_copy(net: PolicyValueNet) -> PolicyValueNet:
     Same outputs (to float rounding), ~10-30% faster on small CPU batches; not trainable.
     """
     fused = copy.deepcopy(net).eval()
-    fused.stem[0] = fuse_conv_bn_eval(fused.stem[0], fused.stem[1])
-    fused.stem[1] = nn.Identity()
+    fold: Any = fuse_conv_bn_eval
+    for seq in (fused.stem, fused.policy_head, fused.value_head):
+        seq[0], seq[1] = fold(seq[0], seq[1]), nn.Identity()
     for block in fused.tower:
-        block.conv1 = fuse_conv_bn_eval(block.conv1, block.bn1)
-        block.bn1 = nn.Identity()
-        block.conv2 = fuse_conv_bn_eval(block.conv2, block.bn2)
-        block.bn2 = nn.Identity()
-    for head in (fused.policy_head, fused.value_head):
-        head[0] = fuse_conv_bn_eval(head[0], head[1])
-        head[1] = nn.Identity()
+        block.conv1, block.bn1 = fold(block.conv1, block.bn1), nn.Identity()
+        block.conv2, block.bn2 = fold(block.conv2, block.bn2), nn.Identity()
     for param in fused.parameters():
         param.requires_grad_(False)
     return fused
@@ -173,6 +172,15 @@ def masked_softmax(logits: np.ndarray, legal: np.ndarray) -> np.ndarray:
     return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
 
 
+def stack_planes(states: Sequence[State]) -> np.ndarray:
+    """Planes of ``states`` as one float32 [N, C, H, W] array; uses the game's vectorised
+    ``planes_batch(states)`` when it has one (same values, several times faster)."""
+    batch = getattr(states[0].game, "planes_batch", None) if states else None
+    if batch is not None:
+        return batch(states)
+    return np.stack([s.planes() for s in states])
+
+
 class NetworkEvaluator:
     """The search's evaluator backed by a snapshot of a ``PolicyValueNet``.
 
@@ -186,9 +194,7 @@ class NetworkEvaluator:
         self.device = torch.device(device) if device is not None else default_device()
         self.net = inference_copy(net).to(self.device)
 
-    def evaluate_planes(
-        self, planes: np.ndarray, legal: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate_planes(self, planes: np.ndarray, legal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
             logits, values = self.net(x.to(self.device, non_blocking=True))
@@ -199,7 +205,7 @@ class NetworkEvaluator:
     def evaluate(
         self, states: Sequence[State], legal: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        planes = np.stack([s.planes() for s in states])
+        planes = stack_planes(states)
         if legal is None:
             legal = np.stack([s.legal_mask() for s in states])
         return self.evaluate_planes(planes, legal)

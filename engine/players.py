@@ -47,9 +47,7 @@ class _UctNode:
 class PureMCTSPlayer:
     """UCT (UCB1, c = √2) with uniformly random rollouts; picks the most visited move."""
 
-    def __init__(
-        self, iterations: int = 1000, seed: int = 0, c: float = math.sqrt(2), name: str = ""
-    ):
+    def __init__(self, iterations: int = 1000, seed: int = 0, c: float = math.sqrt(2), name: str = ""):
         if iterations < 1:
             raise ValueError("PureMCTSPlayer needs iterations >= 1")
         self.iterations = iterations
@@ -77,14 +75,17 @@ class PureMCTSPlayer:
             while not s.is_terminal():
                 s = s.play(rng.choice(s.legal_moves()))
             outcome = s.outcome() or 0
-            while node is not None:  # back up
-                node.visits += 1
+            up: _UctNode | None = node
+            while up is not None:  # back up
+                up.visits += 1
                 if outcome == 0:
-                    node.wins += 0.5
-                elif (outcome == 1) == (node.mover == 0):
-                    node.wins += 1.0
-                node = node.parent
-        return max(root.children, key=lambda ch: ch.visits).move
+                    up.wins += 0.5
+                elif (outcome == 1) == (up.mover == 0):
+                    up.wins += 1.0
+                up = up.parent
+        best = max(root.children, key=lambda ch: ch.visits)
+        assert best.move is not None  # every child was reached by a move
+        return best.move
 
 
 def _net_settings(simulations: int, settings: SearchSettings | None) -> SearchSettings:

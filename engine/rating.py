@@ -91,9 +91,7 @@ def elo_from_pentanomial(pairs: object) -> EloEstimate:
     """Estimate from game-pair counts ``[LL, LD, WL+DD, WD, WW]``."""
     counts = check_counts(pairs)
     if counts.shape[0] != 5:
-        raise ValueError(
-            f"pentanomial counts are [LL, LD, WL+DD, WD, WW], got length {counts.shape[0]}"
-        )
+        raise ValueError(f"pentanomial counts are [LL, LD, WL+DD, WD, WW], got length {counts.shape[0]}")
     return _estimate(counts)
 
 

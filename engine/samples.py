@@ -73,9 +73,7 @@ class Samples:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez_compressed(
-            buffer, planes=self.planes, policies=self.policies, values=self.values
-        )
+        np.savez_compressed(buffer, planes=self.planes, policies=self.policies, values=self.values)
         return buffer.getvalue()
 
     @classmethod

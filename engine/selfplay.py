@@ -103,9 +103,7 @@ class SelfplayDriver:
         self.n_games = n_games
         self.stats = SelfplayStats()
         slots = (
-            settings.games_in_flight
-            if n_games is None
-            else min(settings.games_in_flight, max(n_games, 1))
+            settings.games_in_flight if n_games is None else min(settings.games_in_flight, max(n_games, 1))
         )
         self.search = BatchedSearch(game, evaluator, settings.search, slots=slots)
         self._policies: list[list[tuple[float, ...]]] = [[] for _ in range(slots)]
@@ -189,8 +187,7 @@ def check_record(game: Game, record: GameRecord) -> State:
         raise InvalidGameRecord(f"opening_plies={record.opening_plies} out of range")
     if len(record.policies) != record.plies - record.opening_plies:
         raise InvalidGameRecord(
-            f"{len(record.policies)} policies for {record.plies - record.opening_plies} "
-            "searched moves"
+            f"{len(record.policies)} policies for {record.plies - record.opening_plies} searched moves"
         )
     state = game.initial_state()
     for ply, move in enumerate(record.moves):
@@ -209,7 +206,5 @@ def check_record(game: Game, record: GameRecord) -> State:
     if not state.is_terminal():
         raise InvalidGameRecord("the moves do not finish the game")
     if state.outcome() != record.outcome:
-        raise InvalidGameRecord(
-            f"outcome {record.outcome} recorded, the moves give {state.outcome()}"
-        )
+        raise InvalidGameRecord(f"outcome {record.outcome} recorded, the moves give {state.outcome()}")
     return state

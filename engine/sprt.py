@@ -90,7 +90,9 @@ def log_likelihood_ratio(
 
     ``counts`` may carry leading batch axes (last axis 3 or 5); the result then has their
     shape. No games at all give 0. ``model`` says whether the bounds are logistic Elo or
-    normalized Elo (nElo).
+    normalized Elo (nElo). Raises ``ValueError`` on bad counts or bounds, and on bounds too
+    extreme to fit (as Fishtest's solver fails there: normalized bounds beyond about ±230 nElo
+    on pentanomial counts).
     """
     arr = check_counts(counts, batch=True)
     _check_bounds(elo0, elo1, model)
@@ -185,9 +187,7 @@ def _solve_secular(a: np.ndarray, p: np.ndarray) -> np.ndarray:
     """
     a_max, a_min = a.max(axis=-1), a.min(axis=-1)
     if np.any(a_max <= 0) or np.any(a_min >= 0):
-        raise ValueError(
-            "the hypothesis cannot be fitted to these results (Elo bounds too extreme)"
-        )
+        raise ValueError("the hypothesis cannot be fitted to these results (Elo bounds too extreme)")
     lo, hi = -1.0 / a_max, -1.0 / a_min
     x = np.zeros(a.shape[:-1])
     for _ in range(200):

@@ -110,9 +110,7 @@ def _batch(
 def _optimizer(net: PolicyValueNet, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(
-        net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def train_steps(
@@ -182,9 +180,7 @@ def train_steps(
     )
 
 
-def evaluate_losses(
-    net: PolicyValueNet, samples: Samples, batch_size: int = 1024
-) -> LossReport:
+def evaluate_losses(net: PolicyValueNet, samples: Samples, batch_size: int = 1024) -> LossReport:
     """Policy and value loss and policy entropy of ``net`` (eval mode) on ``samples``."""
     if len(samples) == 0:
         raise ValueError("no samples to evaluate on")
@@ -202,6 +198,4 @@ def evaluate_losses(
             )
             sums += [x.item() * len(part) for x in losses]
     means = sums / len(samples)
-    return LossReport(
-        policy_loss=float(means[0]), value_loss=float(means[1]), policy_entropy=float(means[2])
-    )
+    return LossReport(policy_loss=float(means[0]), value_loss=float(means[1]), policy_entropy=float(means[2]))

@@ -18,7 +18,15 @@ import hashlib
 from collections.abc import Sequence
 
 from handlers.promotion_config import PromotionConfig, SprtConfig
-from projections.matches import GATE, REFERENCE, REGRESSION, WATCH, Matches, match_decision
+from projections.matches import (
+    GATE,
+    REFERENCE,
+    REGRESSION,
+    WATCH,
+    Matches,
+    MatchesProjection,
+    match_decision,
+)
 from projections.models import ModelRegistry, previous_champions
 from streams import events as ev
 from streams import names
@@ -50,19 +58,35 @@ def pair_seed(match_id: str, pair_index: int) -> int:
 
 
 def _scheduled(
-    cause: Event, config: PromotionConfig, candidate: str, purpose: str,
-    opponent: ev.PlayerSpec, max_pairs: int, sprt: SprtConfig, openings: int, set_size: int,
+    cause: Event,
+    config: PromotionConfig,
+    candidate: str,
+    purpose: str,
+    opponent: ev.PlayerSpec,
+    max_pairs: int,
+    sprt: SprtConfig,
+    openings: int,
+    set_size: int,
 ) -> ev.MatchScheduled:
     return ev.MatchScheduled.new(
-        cause.run, cause=cause, match_id=match_id_for(purpose, candidate, opponent),
-        candidate=config.model_player(candidate), opponent=opponent, purpose=purpose,
-        max_pairs=max_pairs, pairs_per_unit=config.pairs_per_unit, openings=openings,
-        sprt=sprt.params(), set_size=set_size,
+        cause.run,
+        cause=cause,
+        match_id=match_id_for(purpose, candidate, opponent),
+        candidate=config.model_player(candidate),
+        opponent=opponent,
+        purpose=purpose,
+        max_pairs=max_pairs,
+        pairs_per_unit=config.pairs_per_unit,
+        openings=openings,
+        sprt=sprt.params(),
+        set_size=set_size,
     )
 
 
 def schedule_for_checkpoint(
-    registry: ModelRegistry, event: ev.CheckpointSaved, config: PromotionConfig,
+    registry: ModelRegistry,
+    event: ev.CheckpointSaved,
+    config: PromotionConfig,
     openings_count: int,
 ) -> list[Event]:
     """The evaluation matches of the checkpoint in ``event``, or none if it needs none.
@@ -87,30 +111,33 @@ def schedule_for_checkpoint(
     for reference in reg.reference_players:
         plan.append((REFERENCE, reference.spec(), reg.max_pairs, reg.sprt))
     return [
-        _scheduled(event, config, model, purpose, opponent, pairs, sprt, openings_count,
-                   len(plan))
+        _scheduled(event, config, model, purpose, opponent, pairs, sprt, openings_count, len(plan))
         for purpose, opponent, pairs, sprt in plan
     ]
 
 
 def schedule_watch(
-    registry: ModelRegistry, event: ev.CandidatePromoted, config: PromotionConfig,
+    registry: ModelRegistry,
+    event: ev.CandidatePromoted,
+    config: PromotionConfig,
     openings_count: int,
 ) -> list[Event]:
     """The watch match of a fresh promotion (new champion against its predecessor)."""
     watch, champion = config.watch, registry.champion
-    if not watch.enabled or not event.previous_champion or event.previous_champion == event.model_id:
+    previous = event.previous_champion
+    if not watch.enabled or not previous or previous == event.model_id:
         return []
     if champion is None or champion.model_id != event.model_id:
         return []  # rolled back or superseded before we got here
-    opponent = config.model_player(event.previous_champion)
-    return [_scheduled(event, config, event.model_id, WATCH, opponent, watch.max_pairs,
-                       watch.sprt, openings_count, 1)]
+    opponent = config.model_player(previous)
+    return [
+        _scheduled(
+            event, config, event.model_id, WATCH, opponent, watch.max_pairs, watch.sprt, openings_count, 1
+        )
+    ]
 
 
-def work_units(
-    match: ev.MatchScheduled, game: str, openings: Sequence[Opening]
-) -> list[MatchUnit]:
+def work_units(match: ev.MatchScheduled, game: str, openings: Sequence[Opening]) -> list[MatchUnit]:
     """Units covering pairs ``0 .. max_pairs - 1`` once each, ``pairs_per_unit`` per unit.
 
     Pair ``i`` plays opening ``i mod n`` of the first ``match.openings`` openings (all of
@@ -123,15 +150,21 @@ def work_units(
     units = []
     for number, start in enumerate(range(0, match.max_pairs, size)):
         pairs = [
-            PairSpec(pair_index=i, opening=list(pool[i % len(pool)]),
-                     seed=pair_seed(match.match_id, i))
+            PairSpec(pair_index=i, opening=list(pool[i % len(pool)]), seed=pair_seed(match.match_id, i))
             for i in range(start, min(start + size, match.max_pairs))
         ]
-        units.append(MatchUnit.new(
-            match.run, cause=match, match_id=match.match_id,
-            unit_id=f"{match.match_id}/{number}", game=game, candidate=match.candidate,
-            opponent=match.opponent, pairs=pairs,
-        ))
+        units.append(
+            MatchUnit.new(
+                match.run,
+                cause=match,
+                match_id=match.match_id,
+                unit_id=f"{match.match_id}/{number}",
+                game=game,
+                candidate=match.candidate,
+                opponent=match.opponent,
+                pairs=pairs,
+            )
+        )
     return units
 
 
@@ -145,10 +178,22 @@ def complete_match(matches: Matches, event: ev.MatchPairPlayed) -> list[Event]:
 
 
 def decide(
-    registry: ModelRegistry, matches: Matches, event: Event, config: PromotionConfig,
-    *, game: str, openings: Sequence[Opening],
+    registry: ModelRegistry,
+    matches: Matches,
+    event: Event,
+    config: PromotionConfig,
+    *,
+    game: str,
+    openings: Sequence[Opening],
 ) -> list[Event]:
-    """The evaluator's reaction to one event (both states already include it)."""
+    """The evaluator's reaction to one event.
+
+    The states should include ``event``; match events are folded into the matches state
+    again here, which changes nothing when they are there (pairs count once, the first
+    scheduling and the first completion of a match win).
+    """
+    if isinstance(event, ev.MatchScheduled | ev.MatchPairPlayed):
+        matches = MatchesProjection().apply(matches, event)
     match event:
         case ev.CheckpointSaved():
             return schedule_for_checkpoint(registry, event, config, len(openings))
@@ -161,6 +206,7 @@ def decide(
             return complete_match(matches, event)
         case ev.CandidatePromoted():
             planned = schedule_watch(registry, event, config, len(openings))
-            return [e for e in planned
-                    if isinstance(e, ev.MatchScheduled) and matches.get(e.match_id) is None]
+            return [
+                e for e in planned if isinstance(e, ev.MatchScheduled) and matches.get(e.match_id) is None
+            ]
     return []

@@ -58,6 +58,7 @@ class TrainingSection(msgspec.Struct, **_STRICT):
     torch_threads: int = 2
     train: TrainConfig = TrainConfig()
     seed: int = 0
+    check_every_steps: int = 50  # halt, stop and the lease are checked between such chunks
 
 
 class EvaluationSection(msgspec.Struct, **_STRICT):
@@ -71,6 +72,7 @@ class HealthSection(msgspec.Struct, **_STRICT):
     selfplay_stall_s: float = 300.0
     max_consumer_lag: int = 10_000
     max_rejections: int = 20  # event.rejected in one run before it is a failure
+    max_candidate_rejections: int = 10  # candidates rejected in a row before it is a failure
     min_free_disk_gb: float = 1.0
     auto_halt_on_critical: bool = True
 

@@ -95,7 +95,7 @@ async def stop(config: LoopConfig, reason: str, timeout: float = 60.0) -> str:
         await runner.follow()
         try:
             await runner.wait_for(lambda s: s.state == "stopped", timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise JetzeroError(f"the loop did not stop within {timeout:.0f} s") from None
         finally:
             await runner.stop()

@@ -26,6 +26,7 @@ from projections.matches import (
     REGRESSION,
     WATCH,
     Matches,
+    MatchesProjection,
     MatchState,
     candidate_matches,
 )
@@ -39,9 +40,14 @@ __all__ = ["decide", "judge", "watch_rollback"]
 def decide(
     registry: ModelRegistry, matches: Matches, event: Event, config: PromotionConfig
 ) -> list[Event | Emit]:
-    """What to append after ``event`` (both states already include it)."""
+    """What to append after ``event``.
+
+    The states should include ``event``; the matches state gets it folded in again here
+    (a no-op when it is there: the first completion of a match wins).
+    """
     if not isinstance(event, ev.MatchCompleted):
         return []
+    matches = MatchesProjection().apply(matches, event)
     match = matches.get(event.match_id)
     if match is None or not match.completed or match.candidate.kind != "model":
         return []
@@ -59,8 +65,15 @@ def decide(
 
 
 def _figures(m: MatchState) -> dict[str, float]:
-    return {"pairs": float(m.pairs), "elo": m.elo, "elo_ci95": m.ci95, "los": m.los,
-            "llr": m.llr, "lower": m.lower, "upper": m.upper}
+    return {
+        "pairs": float(m.pairs),
+        "elo": m.elo,
+        "elo_ci95": m.ci95,
+        "los": m.los,
+        "llr": m.llr,
+        "lower": m.lower,
+        "upper": m.upper,
+    }
 
 
 def _gates(
@@ -74,32 +87,48 @@ def _gates(
     else:
         figures = _figures(gate)
         opponent = gate.opponent.model_id
-        results.append(ev.GateResult(
-            gate="champion", passed=opponent == champion and bool(champion),
-            detail=f"gate match against {opponent}; the champion is {champion or 'none'}",
-        ))
-        results.append(ev.GateResult(
-            gate="sprt", passed=gate.verdict == "accept", figures=figures,
-            detail=(f"SPRT [{gate.scheduled.sprt.elo0}, {gate.scheduled.sprt.elo1}] "
-                    f"{gate.verdict} after {gate.pairs} pairs (LLR {gate.llr:.3f})"),
-        ))
-        results.append(ev.GateResult(
-            gate="elo_threshold", passed=gate.elo >= config.elo_threshold,
-            figures={**figures, "threshold": config.elo_threshold},
-            detail=f"Elo {gate.elo:+.1f} ± {gate.ci95:.1f} against threshold "
-                   f"{config.elo_threshold:+.1f}",
-        ))
+        results.append(
+            ev.GateResult(
+                gate="champion",
+                passed=opponent == champion and bool(champion),
+                detail=f"gate match against {opponent}; the champion is {champion or 'none'}",
+            )
+        )
+        results.append(
+            ev.GateResult(
+                gate="sprt",
+                passed=gate.verdict == "accept",
+                figures=figures,
+                detail=(
+                    f"SPRT [{gate.scheduled.sprt.elo0}, {gate.scheduled.sprt.elo1}] "
+                    f"{gate.verdict} after {gate.pairs} pairs (LLR {gate.llr:.3f})"
+                ),
+            )
+        )
+        results.append(
+            ev.GateResult(
+                gate="elo_threshold",
+                passed=gate.elo >= config.elo_threshold,
+                figures={**figures, "threshold": config.elo_threshold},
+                detail=f"Elo {gate.elo:+.1f} ± {gate.ci95:.1f} against threshold {config.elo_threshold:+.1f}",
+            )
+        )
     significance = config.regression.significance
     for m in sorted(evaluation, key=lambda m: m.match_id):
         if m.purpose not in (REGRESSION, REFERENCE):
             continue
         worse = m.los < significance
-        results.append(ev.GateResult(
-            gate=f"{m.purpose}:{m.opponent.label}", passed=not worse,
-            figures={**_figures(m), "significance": significance},
-            detail=(f"{'significant loss' if worse else 'no significant loss'} against "
-                    f"{m.opponent.label}: Elo {m.elo:+.1f} ± {m.ci95:.1f}, LOS {m.los:.3f}"),
-        ))
+        results.append(
+            ev.GateResult(
+                gate=f"{m.purpose}:{m.opponent.label}",
+                passed=not worse,
+                figures={**_figures(m), "significance": significance},
+                detail=(
+                    f"{'significant loss' if worse else 'no significant loss'} against "
+                    f"{m.opponent.label}: Elo {m.elo:+.1f} ± {m.ci95:.1f}, LOS {m.los:.3f}"
+                ),
+            )
+        )
     return results
 
 
@@ -117,15 +146,16 @@ def judge(
     if not failed:
         record = registry.models.get(model)
         promoted = ev.CandidatePromoted.new(
-            cause.run, cause=cause, model_id=model,
+            cause.run,
+            cause=cause,
+            model_id=model,
             previous_champion=registry.champion.model_id if registry.champion else "",
-            generation=record.generation if record is not None else 0, gates=gates,
+            generation=record.generation if record is not None else 0,
+            gates=gates,
         )
         return Emit(promoted, expected_last_seq=expected)
     reason = "; ".join(f"{g.gate}: {g.detail}" for g in failed)
-    rejected = ev.CandidateRejected.new(
-        cause.run, cause=cause, model_id=model, reason=reason, gates=gates
-    )
+    rejected = ev.CandidateRejected.new(cause.run, cause=cause, model_id=model, reason=reason, gates=gates)
     return Emit(rejected, expected_last_seq=expected)
 
 
@@ -143,10 +173,17 @@ def watch_rollback(
         return None
     evidence = {**_figures(match), "significance": config.watch.significance}
     rollback = ev.ChampionRolledBack.new(
-        cause.run, cause=cause, to_promotion_seq=target.seq, model_id=target.model_id,
-        reverted_models=[champion.model_id], automatic=True, evidence=evidence,
-        reason=(f"watch match {match.match_id}: {champion.model_id} is significantly worse "
-                f"than {target.model_id} (Elo {match.elo:+.1f} ± {match.ci95:.1f}, "
-                f"LOS {match.los:.4f} < {config.watch.significance})"),
+        cause.run,
+        cause=cause,
+        to_promotion_seq=target.seq,
+        model_id=target.model_id,
+        reverted_models=[champion.model_id],
+        automatic=True,
+        evidence=evidence,
+        reason=(
+            f"watch match {match.match_id}: {champion.model_id} is significantly worse "
+            f"than {target.model_id} (Elo {match.elo:+.1f} ± {match.ci95:.1f}, "
+            f"LOS {match.los:.4f} < {config.watch.significance})"
+        ),
     )
     return Emit(rollback, expected_last_seq=registry.champion_last_seq)

@@ -40,9 +40,7 @@ class SprtConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         wald_bounds(self.alpha, self.beta)  # raises ValueError naming alpha or beta
 
     def params(self) -> SprtParams:
-        return SprtParams(
-            elo0=self.elo0, elo1=self.elo1, alpha=self.alpha, beta=self.beta, model=self.model
-        )
+        return SprtParams(elo0=self.elo0, elo1=self.elo1, alpha=self.alpha, beta=self.beta, model=self.model)
 
 
 class ReferencePlayer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -54,8 +52,7 @@ class ReferencePlayer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     def __post_init__(self) -> None:
         if self.kind not in REFERENCE_KINDS:
             raise ValueError(
-                f"reference player kind must be one of {', '.join(REFERENCE_KINDS)}, "
-                f"got {self.kind!r}"
+                f"reference player kind must be one of {', '.join(REFERENCE_KINDS)}, got {self.kind!r}"
             )
         if self.kind == "pure_mcts" and self.simulations < 1:
             raise ValueError("a pure_mcts reference player needs simulations >= 1")

@@ -137,7 +137,7 @@ class Supervisor:
                     next_renew = time.monotonic() + renew_every
                 try:
                     await asyncio.wait_for(stop.wait(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             await self._stop_children()
             reason = "stop requested" if status.state.state == "stopping" else "supervisor signalled"

@@ -10,11 +10,12 @@ the candidate's point of view. ``match_decision`` says whether a match should co
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from engine.rating import elo_from_pentanomial, sprt, wald_bounds
+from engine.sprt import Model
 from projections.base import BaseProjection
 from streams import events as ev
 
@@ -90,12 +91,14 @@ def _figures(counts: tuple[int, ...], params: ev.SprtParams) -> dict[str, Any]:
         est = elo_from_pentanomial(counts)
         out.update(elo=est.elo, ci95=est.ci95, los=est.los)
     try:
-        result = sprt(counts, params.elo0, params.elo1, params.alpha, params.beta, params.model)
+        model = cast(Model, params.model)  # checked by sprt()
+        result = sprt(counts, params.elo0, params.elo1, params.alpha, params.beta, model)
     except ValueError as exc:
         out.update(sprt_error=str(exc), sprt_verdict="continue")
     else:
-        out.update(llr=result.llr, lower=result.lower, upper=result.upper,
-                   sprt_verdict=result.verdict, sprt_error="")
+        out.update(
+            llr=result.llr, lower=result.lower, upper=result.upper, sprt_verdict=result.verdict, sprt_error=""
+        )
     return out
 
 
@@ -131,18 +134,30 @@ class MatchesProjection(BaseProjection[Matches]):
         counts = list(m.pentanomial)
         counts[e.pentanomial] += 1
         penta = (counts[0], counts[1], counts[2], counts[3], counts[4])
-        return self._put(s, msgspec.structs.replace(
-            m, pairs_counted=m.pairs_counted | {e.pair_index}, pentanomial=penta,
-            **_figures(penta, m.scheduled.sprt),
-        ))
+        return self._put(
+            s,
+            msgspec.structs.replace(
+                m,
+                pairs_counted=m.pairs_counted | {e.pair_index},
+                pentanomial=penta,
+                **_figures(penta, m.scheduled.sprt),
+            ),
+        )
 
     def on_MatchCompleted(self, s: Matches, e: ev.MatchCompleted) -> Matches:
         m = s.matches.get(e.match_id)
         if m is None or m.completed:  # first completion wins; repeats change nothing
             return s
         fields: dict[str, Any] = dict(
-            completed=True, verdict=e.verdict, reason=e.reason, completed_at=e.time,
-            elo=e.elo, ci95=e.elo_ci95, llr=e.llr, lower=e.lower, upper=e.upper,
+            completed=True,
+            verdict=e.verdict,
+            reason=e.reason,
+            completed_at=e.time,
+            elo=e.elo,
+            ci95=e.elo_ci95,
+            llr=e.llr,
+            lower=e.lower,
+            upper=e.upper,
         )
         if len(e.pentanomial) == 5 and all(c >= 0 for c in e.pentanomial):
             penta = tuple(e.pentanomial)
@@ -163,21 +178,26 @@ def match_decision(match: MatchState) -> dict[str, Any] | None:
     n, cap = match.pairs, match.scheduled.max_pairs
     if match.sprt_verdict in ("accept", "reject"):
         verdict = match.sprt_verdict
-        bound = f">= upper {match.upper:.3f}" if verdict == "accept" else (
-            f"<= lower {match.lower:.3f}")
+        bound = f">= upper {match.upper:.3f}" if verdict == "accept" else (f"<= lower {match.lower:.3f}")
         reason = f"SPRT {verdict}s H1 after {n} pairs: LLR {match.llr:.3f} {bound}"
     elif n >= cap:
         verdict = "inconclusive"
-        reason = (f"max_pairs {cap} reached: LLR {match.llr:.3f} within "
-                  f"({match.lower:.3f}, {match.upper:.3f})")
+        reason = f"max_pairs {cap} reached: LLR {match.llr:.3f} within ({match.lower:.3f}, {match.upper:.3f})"
         if match.sprt_error:
             reason += f" (SPRT unusable: {match.sprt_error})"
     else:
         return None
     return dict(
-        match_id=match.match_id, verdict=verdict, pairs=n, pentanomial=list(match.pentanomial),
-        elo=match.elo, elo_ci95=match.ci95, llr=match.llr, lower=match.lower,
-        upper=match.upper, reason=reason,
+        match_id=match.match_id,
+        verdict=verdict,
+        pairs=n,
+        pentanomial=list(match.pentanomial),
+        elo=match.elo,
+        elo_ci95=match.ci95,
+        llr=match.llr,
+        lower=match.lower,
+        upper=match.upper,
+        reason=reason,
     )
 
 
@@ -186,7 +206,7 @@ def candidate_matches(
 ) -> list[MatchState]:
     """The matches of ``purposes`` in which ``model_id`` is the candidate."""
     return [
-        m for m in state.matches.values()
-        if m.purpose in purposes and m.candidate.kind == "model"
-        and m.candidate.model_id == model_id
+        m
+        for m in state.matches.values()
+        if m.purpose in purposes and m.candidate.kind == "model" and m.candidate.model_id == model_id
     ]

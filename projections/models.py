@@ -7,11 +7,13 @@ Rules of the fold:
   promotion marked ``initial`` whose ``seq`` is that checkpoint's sequence, so a rollback can
   name it like any promotion. An explicit ``candidate.promoted`` before any such checkpoint
   makes its model the first champion instead.
-- **Rollback.** ``champion.rolled_back`` naming promotion ``P`` restores the champion line as
-  it stood at ``P``: the champion becomes ``P``'s model, every promotion after ``P`` is marked
-  reverted (its model joins ``reverted_models``), and promotions up to ``P`` that a later
-  rollback had reverted are effective again. The effective promotions (``lineage``) always
-  end with the champion.
+- **Rollback.** Promotions form a tree: each one's ``parent`` is the promotion that made the
+  champion it replaced. ``champion.rolled_back`` naming promotion ``P`` moves the tip back to
+  ``P``, which restores the champion line exactly as it stood at ``P``: the champion becomes
+  ``P``'s model, every promotion after ``P`` is reverted (its model joins
+  ``reverted_models``), and a promotion before ``P`` is reverted again only if it was as of
+  ``P``. The effective promotions (``lineage``, the path from the root to the tip) always end
+  with the champion.
 - **Decided** candidates (promoted or rejected) are never decided again; ``evaluations``
   records which candidates have their evaluation matches scheduled.
 - The sequence of each event comes through ``apply_at`` (the runner passes it); ``apply``
@@ -68,17 +70,13 @@ class Promotion(msgspec.Struct, frozen=True, kw_only=True):
     """A model made champion at ``seq`` (for the ``initial`` one: its checkpoint's seq)."""
 
     seq: int
-    order: int  # position in the champion history (promotions and rollbacks), from 1
     model_id: str
+    parent: int = -1  # index in ``promotions`` of the promotion it followed; -1: the first
     generation: int = 0
     previous_champion: str = ""
     time: float = 0.0
     initial: bool = False
-    reverted_by: int = 0  # order of the rollback that reverted it; 0 = effective
-
-    @property
-    def reverted(self) -> bool:
-        return self.reverted_by != 0
+    reverted: bool = False  # not on the champion's line
 
 
 class Rejection(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,7 +88,6 @@ class Rejection(msgspec.Struct, frozen=True, kw_only=True):
 
 class Rollback(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
-    order: int
     to_promotion_seq: int
     model_id: str
     reverted_models: tuple[str, ...] = ()
@@ -122,6 +119,7 @@ class ModelRegistry(msgspec.Struct, frozen=True, kw_only=True):
     models: dict[str, ModelRecord] = {}
     champion: Champion | None = None
     promotions: tuple[Promotion, ...] = ()
+    tip: int = -1  # index in ``promotions`` of the champion's promotion
     rejections: tuple[Rejection, ...] = ()
     rollbacks: tuple[Rollback, ...] = ()
     decided: frozenset[str] = frozenset()
@@ -133,13 +131,19 @@ class ModelRegistry(msgspec.Struct, frozen=True, kw_only=True):
     def is_decided(self, model_id: str) -> bool:
         return model_id in self.decided
 
-    def _next_order(self) -> int:
-        return len(self.promotions) + len(self.rollbacks) + 1
+
+def _path(promotions: tuple[Promotion, ...], tip: int) -> list[int]:
+    """Indices from the root to ``tip``."""
+    path = []
+    while tip >= 0:
+        path.append(tip)
+        tip = promotions[tip].parent
+    return path[::-1]
 
 
 def lineage(state: ModelRegistry) -> list[Promotion]:
     """The effective promotions, oldest first; the last one made the current champion."""
-    return [p for p in state.promotions if not p.reverted]
+    return [state.promotions[i] for i in _path(state.promotions, state.tip)]
 
 
 def promotion_at(state: ModelRegistry, seq: int) -> Promotion | None:
@@ -185,37 +189,44 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
 
     # -- checkpoints and evaluations -----------------------------------------------------
 
-    def on_CheckpointSaved(
-        self, s: ModelRegistry, e: ev.CheckpointSaved, seq: int
-    ) -> ModelRegistry:
+    def on_CheckpointSaved(self, s: ModelRegistry, e: ev.CheckpointSaved, seq: int) -> ModelRegistry:
         record = ModelRecord(
-            model_id=e.model_id, generation=e.generation, parent=e.parent_model,
-            digest=e.digest, object_name=e.object_name, step=e.step, game=e.game,
-            source=e.source, policy_loss=e.policy_loss, value_loss=e.value_loss,
-            saved_seq=seq, saved_at=e.time,
+            model_id=e.model_id,
+            generation=e.generation,
+            parent=e.parent_model,
+            digest=e.digest,
+            object_name=e.object_name,
+            step=e.step,
+            game=e.game,
+            source=e.source,
+            policy_loss=e.policy_loss,
+            value_loss=e.value_loss,
+            saved_seq=seq,
+            saved_at=e.time,
         )
         models = {**s.models, e.model_id: record}
         if s.champion is None and not s.promotions and e.generation == 0:
-            first = Promotion(seq=seq, order=s._next_order(), model_id=e.model_id,
-                              generation=0, time=e.time, initial=True)
+            first = Promotion(seq=seq, model_id=e.model_id, generation=0, time=e.time, initial=True)
             return msgspec.structs.replace(
-                s, models=models, promotions=(first,), decided=s.decided | {e.model_id},
-                champion=Champion(model_id=e.model_id, generation=0, promotion_seq=seq,
-                                  since=e.time),
+                s,
+                models=models,
+                promotions=(first,),
+                tip=0,
+                decided=s.decided | {e.model_id},
+                champion=Champion(model_id=e.model_id, generation=0, promotion_seq=seq, since=e.time),
             )
         return msgspec.structs.replace(s, models=models)
 
-    def on_MatchScheduled(
-        self, s: ModelRegistry, e: ev.MatchScheduled, seq: int
-    ) -> ModelRegistry:
+    def on_MatchScheduled(self, s: ModelRegistry, e: ev.MatchScheduled, seq: int) -> ModelRegistry:
         if e.purpose not in CANDIDATE_PURPOSES or e.candidate.kind != "model":
             return s
         model = e.candidate.model_id
         current = s.evaluations.get(model, Evaluation())
         if e.match_id in current.matches:
             return s
-        updated = Evaluation(matches=(*current.matches, e.match_id),
-                             expected=max(current.expected, e.set_size))
+        updated = Evaluation(
+            matches=(*current.matches, e.match_id), expected=max(current.expected, e.set_size)
+        )
         return msgspec.structs.replace(s, evaluations={**s.evaluations, model: updated})
 
     # -- the champion aggregate ----------------------------------------------------------
@@ -224,25 +235,27 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
         record = s.models.get(model_id)
         return record.generation if record is not None else default
 
-    def on_CandidatePromoted(
-        self, s: ModelRegistry, e: ev.CandidatePromoted, seq: int
-    ) -> ModelRegistry:
+    def on_CandidatePromoted(self, s: ModelRegistry, e: ev.CandidatePromoted, seq: int) -> ModelRegistry:
         generation = self._generation(s, e.model_id, e.generation)
         previous = e.previous_champion or (s.champion.model_id if s.champion else "")
-        promotion = Promotion(seq=seq, order=s._next_order(), model_id=e.model_id,
-                              generation=generation, previous_champion=previous, time=e.time)
+        promotion = Promotion(
+            seq=seq,
+            model_id=e.model_id,
+            parent=s.tip,
+            generation=generation,
+            previous_champion=previous,
+            time=e.time,
+        )
         return msgspec.structs.replace(
             s,
             promotions=(*s.promotions, promotion),
-            champion=Champion(model_id=e.model_id, generation=generation, promotion_seq=seq,
-                              since=e.time),
+            tip=len(s.promotions),
+            champion=Champion(model_id=e.model_id, generation=generation, promotion_seq=seq, since=e.time),
             decided=s.decided | {e.model_id},
             champion_last_seq=max(seq, s.champion_last_seq),
         )
 
-    def on_CandidateRejected(
-        self, s: ModelRegistry, e: ev.CandidateRejected, seq: int
-    ) -> ModelRegistry:
+    def on_CandidateRejected(self, s: ModelRegistry, e: ev.CandidateRejected, seq: int) -> ModelRegistry:
         rejection = Rejection(seq=seq, model_id=e.model_id, reason=e.reason, time=e.time)
         return msgspec.structs.replace(
             s,
@@ -251,38 +264,49 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
             champion_last_seq=max(seq, s.champion_last_seq),
         )
 
-    def on_ChampionRolledBack(
-        self, s: ModelRegistry, e: ev.ChampionRolledBack, seq: int
-    ) -> ModelRegistry:
-        order = s._next_order()
-        target = promotion_at(s, e.to_promotion_seq)
-        promotions = []
-        for p in s.promotions:
-            if target is not None:
-                after = p.order > target.order
-                restore = False
-            else:  # an unknown target: revert by sequence, restore nothing
-                after, restore = p.seq > e.to_promotion_seq, False
-            if after and not p.reverted:
-                p = msgspec.structs.replace(p, reverted_by=order)
-            elif restore:
-                p = msgspec.structs.replace(p, reverted_by=0)
-            promotions.append(p)
-        model = target.model_id if target is not None else e.model_id
-        effective = {p.model_id for p in promotions if not p.reverted}
+    def on_ChampionRolledBack(self, s: ModelRegistry, e: ev.ChampionRolledBack, seq: int) -> ModelRegistry:
+        tip = next(
+            (i for i in reversed(range(len(s.promotions))) if s.promotions[i].seq == e.to_promotion_seq), None
+        )
+        if tip is None:  # an unknown target: the last effective promotion at or before it
+            tip = next(
+                (
+                    i
+                    for i in reversed(_path(s.promotions, s.tip))
+                    if s.promotions[i].seq <= e.to_promotion_seq
+                ),
+                -1,
+            )
+        line = set(_path(s.promotions, tip))
+        promotions = tuple(
+            msgspec.structs.replace(p, reverted=i not in line) if p.reverted != (i not in line) else p
+            for i, p in enumerate(s.promotions)
+        )
+        model = promotions[tip].model_id if tip >= 0 else e.model_id
+        effective = {promotions[i].model_id for i in line}
         reverted = {p.model_id for p in promotions if p.reverted} | set(e.reverted_models)
         rollback = Rollback(
-            seq=seq, order=order, to_promotion_seq=e.to_promotion_seq, model_id=model,
-            reverted_models=tuple(e.reverted_models), reason=e.reason, automatic=e.automatic,
-            evidence=dict(e.evidence), time=e.time,
+            seq=seq,
+            to_promotion_seq=e.to_promotion_seq,
+            model_id=model,
+            reverted_models=tuple(e.reverted_models),
+            reason=e.reason,
+            automatic=e.automatic,
+            evidence=dict(e.evidence),
+            time=e.time,
         )
         return msgspec.structs.replace(
             s,
-            promotions=tuple(promotions),
+            promotions=promotions,
+            tip=tip,
             rollbacks=(*s.rollbacks, rollback),
             reverted_models=frozenset(reverted - effective),
-            champion=Champion(model_id=model, generation=self._generation(s, model),
-                              promotion_seq=e.to_promotion_seq, since=e.time),
+            champion=Champion(
+                model_id=model,
+                generation=self._generation(s, model),
+                promotion_seq=e.to_promotion_seq,
+                since=e.time,
+            ),
             champion_last_seq=max(seq, s.champion_last_seq),
         )
 

@@ -107,10 +107,9 @@ class RatingsProjection(BaseProjection[Ratings]):
         if any(c < 0 for c in e.pentanomial):
             return s
         wins, draws, losses = games_from_pentanomial(e.pentanomial)
-        result = MatchResult(match_id=e.match_id, a=labels[0], b=labels[1],
-                             wins_a=wins, draws=draws, wins_b=losses)
+        result = MatchResult(
+            match_id=e.match_id, a=labels[0], b=labels[1], wins_a=wins, draws=draws, wins_b=losses
+        )
         results = {**s.results, e.match_id: result}
         anchor, ladder, unrated = compute_ladder(list(results.values()))
-        return msgspec.structs.replace(
-            s, results=results, ladder=ladder, anchor=anchor, unrated=unrated
-        )
+        return msgspec.structs.replace(s, results=results, ladder=ladder, anchor=anchor, unrated=unrated)

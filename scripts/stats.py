@@ -38,15 +38,11 @@ _JSON_HELP = "Print one JSON object instead of text."
 @app.command("sprt", context_settings=_LENIENT)
 def sprt_command(
     ctx: typer.Context,
-    pentanomial: str | None = typer.Option(
-        None, metavar="LL,LD,WLDD,WD,WW", help=_PENTANOMIAL_HELP
-    ),
+    pentanomial: str | None = typer.Option(None, metavar="LL,LD,WLDD,WD,WW", help=_PENTANOMIAL_HELP),
     trinomial: str | None = typer.Option(None, metavar="L,D,W", help=_TRINOMIAL_HELP),
     elo0: str | None = typer.Option(None, metavar="FLOAT", help="Elo of H0 (required)."),
     elo1: str | None = typer.Option(None, metavar="FLOAT", help="Elo of H1 (required)."),
-    model: str = typer.Option(
-        "logistic", metavar="logistic|normalized", help="Elo model of the bounds."
-    ),
+    model: str = typer.Option("logistic", metavar="logistic|normalized", help="Elo model of the bounds."),
     alpha: str = typer.Option("0.05", metavar="FLOAT", help="False-acceptance rate."),
     beta: str = typer.Option("0.05", metavar="FLOAT", help="False-rejection rate."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
@@ -92,9 +88,7 @@ def sprt_command(
 @app.command("elo", context_settings=_LENIENT)
 def elo_command(
     ctx: typer.Context,
-    pentanomial: str | None = typer.Option(
-        None, metavar="LL,LD,WLDD,WD,WW", help=_PENTANOMIAL_HELP
-    ),
+    pentanomial: str | None = typer.Option(None, metavar="LL,LD,WLDD,WD,WW", help=_PENTANOMIAL_HELP),
     trinomial: str | None = typer.Option(None, metavar="L,D,W", help=_TRINOMIAL_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:

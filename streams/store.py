@@ -22,13 +22,14 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 
-from streams import codec, delivery, names
+from streams import bulk, codec, names
 from streams.connection import Log
 from streams.envelope import Event
 from streams.errors import ConcurrencyConflict, EventNotFound, StoreError
 
 _WRONG_LAST_SEQUENCE = 10071
-_LEAN_ATTEMPTS = 3  # lean-reader connections a replay tries before the ordered consumer
+_LEAN_ATTEMPTS = 3  # lean connections a replay tries before the ordered consumer
+_BULK_MIN_BATCH = 256  # smaller batches are not worth a second connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,7 @@ class EventStore:
                     expected=expected_last_seq,
                 ) from None
             raise StoreError(f"append {event.tag} to {stream} refused: {exc.description}") from None
-        except (NatsTimeout, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeout):
             raise StoreError(f"append {event.tag}: no acknowledgement from {stream}") from None
         except NoRespondersError:
             raise StoreError(f"append {event.tag}: stream {stream} does not exist") from None
@@ -112,20 +113,43 @@ class EventStore:
     ) -> list[int]:
         """Pipelined append for high-volume producers; returns the sequences in order.
 
-        Publishes over core NATS with one reply-inbox callback and up to ``window`` in flight.
-        Ids make it safe to retry: an append whose acknowledgement was lost is republished
-        and deduplicated by the server.
+        Up to ``window`` in flight. A batch of ``_BULK_MIN_BATCH`` or more goes over the lean
+        connection of ``streams.bulk``; smaller ones, or what that connection could not
+        deliver, go over core NATS with one reply-inbox callback. Ids make it safe to retry:
+        an append whose acknowledgement was lost is republished and deduplicated.
         """
         batch = list(events)
         if not batch:
             return []
-        prefix = self.nc.new_inbox()
+        encoded = [(codec.subject_of(e), codec.encode(e), e.id) for e in batch]
         seqs = [0] * len(batch)
-        errors: list[str] = []
+        errors: list[tuple[int, str]] = []
+        bulk_done = False
+        if len(batch) >= _BULK_MIN_BATCH:
+            try:
+                await bulk.publish(self.nc, encoded, seqs, errors, window=window, timeout=timeout)
+                bulk_done = True
+            except (bulk.Unavailable, bulk.Interrupted):
+                pass  # the rest goes through nats-py; ids deduplicate what did land
+        if not bulk_done:
+            await self._publish_pipelined(encoded, seqs, errors, window, timeout)
+        remaining = seqs.count(0)
+        if remaining:
+            raise StoreError(f"bulk append: {remaining} events unacknowledged after retries")
+        if errors:
+            index, reason = min(errors)
+            raise StoreError(
+                f"bulk append: {len(errors)} refused, first: {batch[index].tag}: {reason}"
+            )
+        return seqs
+
+    async def _publish_pipelined(self, encoded, seqs, errors, window, timeout) -> None:
+        """Publish the entries of ``encoded`` whose ``seqs`` is 0 over core NATS."""
+        prefix = self.nc.new_inbox()
         in_flight = 0
         room = asyncio.Event()
         done = asyncio.Event()
-        remaining = len(batch)
+        remaining = seqs.count(0)
 
         async def on_ack(msg) -> None:
             nonlocal in_flight, remaining
@@ -133,7 +157,7 @@ class EventStore:
             ack = _ack_decoder.decode(msg.data)
             if seqs[index] == 0:
                 if ack.error:
-                    errors.append(f"{batch[index].tag}: {ack.error.get('description')}")
+                    errors.append((index, str(ack.error.get("description"))))
                     seqs[index] = -1
                 else:
                     seqs[index] = ack.seq
@@ -146,8 +170,7 @@ class EventStore:
 
         sub = await self.nc.subscribe(prefix + ".*", cb=on_ack)
         try:
-            encoded = [(codec.subject_of(e), codec.encode(e), e.id) for e in batch]
-            for attempt in range(3):
+            for _attempt in range(3):
                 for index, (subj, payload, event_id) in enumerate(encoded):
                     if seqs[index] != 0:
                         continue
@@ -163,16 +186,11 @@ class EventStore:
                 try:
                     await asyncio.wait_for(done.wait(), timeout)
                     break
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     in_flight = 0  # resend what is unacknowledged; ids deduplicate
                     room.set()
-            else:
-                raise StoreError(f"bulk append: {remaining} events unacknowledged after retries")
         finally:
             await sub.unsubscribe()
-        if errors:
-            raise StoreError(f"bulk append: {len(errors)} refused, first: {errors[0]}")
-        return seqs
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -215,7 +233,7 @@ class EventStore:
     ) -> int:
         """Feed every stored message in a range to ``handle(seq, subject, time, data)``.
 
-        Uses the lean reader of ``streams.delivery`` (deliveries handed over straight from
+        Uses the lean reader of ``streams.bulk`` (deliveries handed over straight from
         the socket; resumed after the last handled sequence if its connection drops), or an
         ordered push consumer with a callback where that reader cannot connect. Memory stays
         bounded whatever the range. Stops at ``end_seq`` (default: the stream's last sequence
@@ -226,24 +244,30 @@ class EventStore:
             return 0
         subjects = subject_filter or names.run_filter(stream)
         last = 0
+        failure: BaseException | None = None
         for _ in range(_LEAN_ATTEMPTS):
             config = _start_config(start_seq, start_time)
             config.filter_subject = subjects
             try:
-                return max(last, await delivery.replay(
+                return max(last, await bulk.replay(
                     self.nc, self.js, stream, config, handle, end
                 ))
-            except delivery.Unavailable:
+            except bulk.HandleFailed as failed:
+                failure = failed.error
                 break
-            except delivery.Interrupted as exc:
+            except bulk.Unavailable:
+                break
+            except bulk.Interrupted as exc:
                 if exc.last:
                     last, start_seq, start_time = exc.last, exc.last + 1, None
                 if last >= end:
                     return last
             except APIError as exc:
                 raise StoreError(f"read {stream}: {exc.description}") from None
-            except (NatsTimeout, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeout):
                 raise StoreError(f"read {stream}: no answer from the server") from None
+        if failure is not None:
+            raise failure  # handle's own exception, unchanged
         return max(last, await self._replay_ordered(
             stream, handle, subjects, start_seq, end, start_time
         ))
@@ -357,11 +381,9 @@ def _start_config(start_seq: int, start_time: float | None) -> api.ConsumerConfi
         config.deliver_policy = api.DeliverPolicy.BY_START_TIME
         # Whole microseconds, rounded down: rounding up would skip an event stored at start_time.
         micros = math.floor(start_time * 1_000_000)
-        config.opt_start_time = (
-            dt.datetime.fromtimestamp(micros // 1_000_000, dt.timezone.utc)
-            .replace(microsecond=micros % 1_000_000)
-            .isoformat()
-        )
+        stamp = dt.datetime.fromtimestamp(micros // 1_000_000, dt.UTC)
+        stamp = stamp.replace(microsecond=micros % 1_000_000)
+        config.opt_start_time = stamp.isoformat()  # type: ignore[assignment] # sent as-is
     elif start_seq > 1:
         config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
         config.opt_start_seq = start_seq
@@ -382,7 +404,7 @@ def _stored(raw: api.RawStreamMsg) -> Stored:
 def parse_timestamp(text: str) -> float:
     """RFC 3339 with nanoseconds (as the server writes it) to unix seconds, ns kept."""
     head, _, frac = text.rstrip("Z").partition(".")
-    whole = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc).timestamp()
+    whole = dt.datetime.fromisoformat(head).replace(tzinfo=dt.UTC).timestamp()
     digits = "".join(ch for ch in frac if ch.isdigit())
     return (int(whole) * 10**9 + int((digits + "0" * 9)[:9])) / 1e9
 

@@ -13,11 +13,12 @@ from streams import events as ev
 
 RUN = "r"
 CONFIG = PromotionConfig(
-    max_pairs=30, pairs_per_unit=4,
+    max_pairs=30,
+    pairs_per_unit=4,
     regression=RegressionConfig(
-        previous_champions=2, max_pairs=10,
-        reference_players=(ReferencePlayer(kind="random"),
-                           ReferencePlayer(kind="pure_mcts", simulations=50)),
+        previous_champions=2,
+        max_pairs=10,
+        reference_players=(ReferencePlayer(kind="random"), ReferencePlayer(kind="pure_mcts", simulations=50)),
     ),
 )
 
@@ -40,9 +41,14 @@ class World:
         return self.seq
 
     def checkpoint(self, model: str, generation: int, parent: str = "") -> ev.CheckpointSaved:
-        event = ev.CheckpointSaved.new(RUN, model_id=model, object_name=f"models/{model}.pt",
-                                       digest="d" + model, generation=generation,
-                                       parent_model=parent)
+        event = ev.CheckpointSaved.new(
+            RUN,
+            model_id=model,
+            object_name=f"models/{model}.pt",
+            digest="d" + model,
+            generation=generation,
+            parent_model=parent,
+        )
         self.append(event)
         return event
 
@@ -58,8 +64,13 @@ def test_a_checkpoint_plays_the_champion_earlier_champions_and_references_once()
 
     planned = evaluator.schedule_for_checkpoint(w.registry, saved, CONFIG, openings_count=7)
     by_purpose = {(m.purpose, m.opponent.label) for m in planned}
-    assert by_purpose == {(GATE, "m2"), (REGRESSION, "m1"), (REGRESSION, "m0"),
-                          (REFERENCE, "random:0"), (REFERENCE, "pure_mcts:50")}
+    assert by_purpose == {
+        (GATE, "m2"),
+        (REGRESSION, "m1"),
+        (REGRESSION, "m0"),
+        (REFERENCE, "random:0"),
+        (REFERENCE, "pure_mcts:50"),
+    }
     assert all(m.candidate.model_id == "m3" and m.set_size == 5 for m in planned)
     assert all(m.openings == 7 and m.pairs_per_unit == 4 for m in planned)
     assert all(m.causation_id == saved.id for m in planned)
@@ -90,8 +101,7 @@ def test_a_partly_scheduled_set_is_scheduled_whole_again():
 
 def test_nothing_is_scheduled_without_a_champion_for_the_champion_or_a_decided_model():
     w = World()
-    early = ev.CheckpointSaved.new(RUN, model_id="x", object_name="o", digest="d",
-                                   generation=3)
+    early = ev.CheckpointSaved.new(RUN, model_id="x", object_name="o", digest="d", generation=3)
     w.append(early)
     assert evaluator.schedule_for_checkpoint(w.registry, early, CONFIG, 1) == []
     initial = w.checkpoint("m0", 0)
@@ -116,8 +126,12 @@ def test_regression_skips_reverted_champions():
 
 def _scheduled(max_pairs: int, per_unit: int, openings: int = 0) -> ev.MatchScheduled:
     return ev.MatchScheduled.new(
-        RUN, match_id="gate-m1-vs-m0", candidate=CONFIG.model_player("m1"),
-        opponent=CONFIG.model_player("m0"), max_pairs=max_pairs, pairs_per_unit=per_unit,
+        RUN,
+        match_id="gate-m1-vs-m0",
+        candidate=CONFIG.model_player("m1"),
+        opponent=CONFIG.model_player("m0"),
+        max_pairs=max_pairs,
+        pairs_per_unit=per_unit,
         openings=openings,
     )
 
@@ -147,13 +161,14 @@ def test_units_cover_every_pair_exactly_once(max_pairs, per_unit, n_openings, re
 def test_units_are_made_for_the_first_scheduling_only():
     w = World()
     first = _scheduled(6, 4)
+    lagging = evaluator.decide(w.registry, w.matches, first, CONFIG, game="ttt", openings=[()])
+    assert [u.pairs for u in lagging] != [] and sum(len(u.pairs) for u in lagging) == 6
     w.append(first)
     units = evaluator.decide(w.registry, w.matches, first, CONFIG, game="ttt", openings=[()])
     assert [len(u.pairs) for u in units] == [4, 2]
     repeat = _scheduled(6, 4)  # same match id, another event
     w.append(repeat)
-    assert evaluator.decide(w.registry, w.matches, repeat, CONFIG, game="ttt",
-                            openings=[()]) == []
+    assert evaluator.decide(w.registry, w.matches, repeat, CONFIG, game="ttt", openings=[()]) == []
 
 
 def test_a_match_completes_once_at_its_cap():
@@ -162,8 +177,9 @@ def test_a_match_completes_once_at_its_cap():
     w.append(match)
     outs = []
     for i, category in enumerate([2, 2, 2, 2]):  # the last one repeats pair 2
-        pair = ev.MatchPairPlayed.new(RUN, match_id=match.match_id, unit_id="u",
-                                      pair_index=min(i, 2), opening=[], pentanomial=category)
+        pair = ev.MatchPairPlayed.new(
+            RUN, match_id=match.match_id, unit_id="u", pair_index=min(i, 2), opening=[], pentanomial=category
+        )
         w.append(pair)
         out = evaluator.decide(w.registry, w.matches, pair, CONFIG, game="ttt", openings=[])
         outs.append(out)
@@ -183,9 +199,9 @@ def test_a_promotion_schedules_one_watch_match():
     out = evaluator.decide(w.registry, w.matches, promoted, CONFIG, game="ttt", openings=[()])
     assert len(out) == 1 and out[0].purpose == WATCH
     assert (out[0].candidate.model_id, out[0].opponent.model_id) == ("m1", "m0")
-    assert out[0].max_pairs == CONFIG.watch.max_pairs and out[0].sprt == CONFIG.watch.sprt.params()
+    assert out[0].max_pairs == CONFIG.watch.max_pairs
+    assert out[0].sprt == CONFIG.watch.sprt.params()
     w.append(*out)
-    assert evaluator.decide(w.registry, w.matches, promoted, CONFIG, game="ttt",
-                            openings=[()]) == []
+    assert evaluator.decide(w.registry, w.matches, promoted, CONFIG, game="ttt", openings=[()]) == []
     off = PromotionConfig(watch=CONFIG.watch.__class__(enabled=False))
     assert evaluator.schedule_watch(w.registry, promoted, off, 1) == []

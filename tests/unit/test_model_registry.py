@@ -21,20 +21,28 @@ P = ModelRegistryProjection()
 
 
 def checkpoint(i: int, generation: int, parent: str = "") -> ev.CheckpointSaved:
-    return ev.CheckpointSaved(id=f"c{i}", time=float(i), run="r", model_id=f"m{generation}",
-                              object_name=f"models/m{generation}.pt", digest=f"sha-{generation}",
-                              generation=generation, parent_model=parent, step=10 * generation,
-                              policy_loss=1.0 / (generation + 1))
+    return ev.CheckpointSaved(
+        id=f"c{i}",
+        time=float(i),
+        run="r",
+        model_id=f"m{generation}",
+        object_name=f"models/m{generation}.pt",
+        digest=f"sha-{generation}",
+        generation=generation,
+        parent_model=parent,
+        step=10 * generation,
+        policy_loss=1.0 / (generation + 1),
+    )
 
 
 def promoted(i: int, model: str, previous: str = "") -> ev.CandidatePromoted:
-    return ev.CandidatePromoted(id=f"p{i}", time=float(i), run="r", model_id=model,
-                                previous_champion=previous)
+    return ev.CandidatePromoted(
+        id=f"p{i}", time=float(i), run="r", model_id=model, previous_champion=previous
+    )
 
 
 def rolled_back(i: int, to_seq: int, model: str = "") -> ev.ChampionRolledBack:
-    return ev.ChampionRolledBack(id=f"b{i}", time=float(i), run="r", to_promotion_seq=to_seq,
-                                 model_id=model)
+    return ev.ChampionRolledBack(id=f"b{i}", time=float(i), run="r", to_promotion_seq=to_seq, model_id=model)
 
 
 def test_generation_zero_is_the_initial_champion_and_every_checkpoint_is_recorded():
@@ -49,11 +57,16 @@ def test_generation_zero_is_the_initial_champion_and_every_checkpoint_is_recorde
 
 
 def test_promotions_rejections_and_the_champion_aggregate_sequence():
-    s = fold_numbered(P, [
-        (1, checkpoint(1, 0)), (2, checkpoint(2, 1, "m0")), (3, checkpoint(3, 2, "m1")),
-        (7, promoted(4, "m1", "m0")),
-        (9, ev.CandidateRejected(id="x", time=9.0, run="r", model_id="m2", reason="weak")),
-    ])
+    s = fold_numbered(
+        P,
+        [
+            (1, checkpoint(1, 0)),
+            (2, checkpoint(2, 1, "m0")),
+            (3, checkpoint(3, 2, "m1")),
+            (7, promoted(4, "m1", "m0")),
+            (9, ev.CandidateRejected(id="x", time=9.0, run="r", model_id="m2", reason="weak")),
+        ],
+    )
     assert s.champion.model_id == "m1" and s.champion.promotion_seq == 7
     assert s.champion.generation == 1
     assert s.decided == {"m0", "m1", "m2"}
@@ -118,14 +131,20 @@ def registry_logs(draw) -> list[tuple[int, ev.Event]]:
             previous = state.champion.model_id if state.champion else ""
             event = promoted(i, draw(st.sampled_from(undecided)), previous)
         elif kind == "reject":
-            event = ev.CandidateRejected(id=f"x{i}", time=float(i), run="r",
-                                         model_id=draw(st.sampled_from(undecided)), reason="")
+            event = ev.CandidateRejected(
+                id=f"x{i}", time=float(i), run="r", model_id=draw(st.sampled_from(undecided)), reason=""
+            )
         elif kind == "match":
             model = draw(st.sampled_from(undecided))
             event = ev.MatchScheduled(
-                id=f"s{i}", time=float(i), run="r", match_id=f"gate-{model}-{i}",
+                id=f"s{i}",
+                time=float(i),
+                run="r",
+                match_id=f"gate-{model}-{i}",
                 candidate=ev.PlayerSpec(kind="model", model_id=model),
-                opponent=ev.PlayerSpec(kind="random"), set_size=2)
+                opponent=ev.PlayerSpec(kind="random"),
+                set_size=2,
+            )
         elif state.promotions:
             target = draw(st.sampled_from(state.promotions))
             event = rolled_back(i, target.seq, target.model_id)

@@ -214,8 +214,7 @@ def test_meta_that_lies_about_the_architecture_is_refused():
     buffer = io.BytesIO()
     state = {k: v.clone() for k, v in net.state_dict().items()}
     torch.save(
-        {"format": "jetzero-checkpoint/1", "meta": msgspec.json.encode(lie).decode(),
-         "weights": state},
+        {"format": "jetzero-checkpoint/1", "meta": msgspec.json.encode(lie).decode(), "weights": state},
         buffer,
     )
     with pytest.raises(CheckpointError, match="do not fit"):

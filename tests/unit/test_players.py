@@ -87,8 +87,7 @@ def test_sampled_raw_policy_follows_its_seed():
     net = build_network(C4, TINY, seed=3)
     state = C4.initial_state()
     runs = [
-        [RawPolicyPlayer(net, temperature=2.0, seed=s, device="cpu").choose(state)
-         for _ in range(1)]
+        [RawPolicyPlayer(net, temperature=2.0, seed=s, device="cpu").choose(state) for _ in range(1)]
         for s in (5, 5)
     ]
     assert runs[0] == runs[1]
@@ -122,7 +121,5 @@ def test_raw_policy_value_is_the_net_value():
     net = build_network(TTT, TINY, seed=0)
     player = RawPolicyPlayer(net, device="cpu")
     state = TTT.from_moves([4])
-    assert player.value_of(state) == pytest.approx(
-        NetworkEvaluator(net, device="cpu").evaluate_one(state)[1]
-    )
+    assert player.value_of(state) == pytest.approx(NetworkEvaluator(net, device="cpu").evaluate_one(state)[1])
     assert -1 <= player.value_of(state) <= 1

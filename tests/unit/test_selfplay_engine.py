@@ -22,9 +22,7 @@ from engine.selfplay import (
 
 C4 = get_game("connect4")
 TTT = get_game("tictactoe")
-SEARCH = SearchSettings(
-    simulations=24, dirichlet_fraction=0.25, temperature=1.0, temperature_moves=4
-)
+SEARCH = SearchSettings(simulations=24, dirichlet_fraction=0.25, temperature=1.0, temperature_moves=4)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,8 +32,9 @@ def one_torch_thread():
 
 def play(settings, n_games, seed=0, game=TTT, evaluator=None, stats=None):
     return list(
-        play_games(game, evaluator or UniformEvaluator(), settings, n_games,
-                   np.random.default_rng(seed), stats)
+        play_games(
+            game, evaluator or UniformEvaluator(), settings, n_games, np.random.default_rng(seed), stats
+        )
     )
 
 
@@ -76,9 +75,7 @@ def test_records_come_out_as_games_finish():
 
 def test_openings_and_random_first_moves():
     openings = ((4,), (0, 4))
-    settings = SelfplaySettings(
-        search=SEARCH, games_in_flight=4, openings=openings, random_opening_moves=2
-    )
+    settings = SelfplaySettings(search=SEARCH, games_in_flight=4, openings=openings, random_opening_moves=2)
     records = play(settings, 12, seed=3)
     starts = set()
     for record in records:
@@ -97,8 +94,13 @@ def test_network_selfplay_on_connect4():
     net = build_network(C4, NetworkConfig(blocks=1, channels=8, value_hidden=8), seed=0)
     search = SearchSettings(simulations=8, dirichlet_fraction=0.25, temperature_moves=42)
     stats = SelfplayStats()
-    records = play(SelfplaySettings(search=search, games_in_flight=3), 3, game=C4,
-                   evaluator=NetworkEvaluator(net, device="cpu"), stats=stats)
+    records = play(
+        SelfplaySettings(search=search, games_in_flight=3),
+        3,
+        game=C4,
+        evaluator=NetworkEvaluator(net, device="cpu"),
+        stats=stats,
+    )
     assert len(records) == 3
     for record in records:
         check_record(C4, record)
@@ -120,8 +122,9 @@ def test_check_record_refuses_what_does_not_replay():
     uniform = tuple(1 / 9 for _ in range(9))
     cases = {
         "illegal": bad(record, moves=(0, 0) + record.moves[2:]),
-        "unfinished": bad(record, moves=record.moves[:-1], plies=record.plies - 1,
-                          policies=record.policies[:-1]),
+        "unfinished": bad(
+            record, moves=record.moves[:-1], plies=record.plies - 1, policies=record.policies[:-1]
+        ),
         "outcome": bad(record, outcome=2),
         "plies": bad(record, plies=record.plies + 1),
         "policy count": bad(record, policies=record.policies[:-1]),

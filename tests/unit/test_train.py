@@ -89,8 +89,7 @@ def test_a_nan_loss_raises_before_the_step_is_applied():
 
 def test_augmentation_needs_the_game():
     with pytest.raises(ValueError, match="game"):
-        train_steps(build_network(C4, SMALL), fixed_batch(8), TrainConfig(steps=1),
-                    np.random.default_rng(0))
+        train_steps(build_network(C4, SMALL), fixed_batch(8), TrainConfig(steps=1), np.random.default_rng(0))
 
 
 def test_learning_rate_schedules():

@@ -1,0 +1,436 @@
+"""Bulk replay and bulk append over a lean second connection that speaks the NATS protocol.
+
+nats-py spends more per message (a message object, header parsing, a queue, a coroutine)
+than jetzero spends decoding and folding a 2 KB event. For bulk work ``EventStore`` opens one
+extra plain connection and cuts frames straight out of the socket:
+
+- ``replay``: an ephemeral push consumer (no acks, flow control, heartbeats) delivers to an
+  inbox; each delivery goes to ``handle(seq, subject, time, data)`` from ``data_received``.
+  TCP back-pressure and the consumer's flow control bound memory.
+- ``publish``: pre-built ``HPUB`` frames with ``Nats-Msg-Id``, written in batches, up to
+  ``window`` unacknowledged; one reply subject per message tells which one an ack is for.
+
+``Unavailable``: this connection cannot be used (TLS, nkey/JWT auth, refused); the caller
+goes through nats-py. ``Interrupted``: the connection dropped, stalled or skipped a delivery;
+a replay resumes after ``last``, an append resends what is unacknowledged. ``HandleFailed``:
+``handle`` raised; its exception is in ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+
+from streams import names
+
+_CRLF, _LF = b"\r\n", b"\n"
+_H, _M, _SPACE = ord("H"), ord("M"), ord(" ")
+_STALLED = b"Nats-Consumer-Stalled:"
+_WRITE_BATCH = 256 * 1024  # bytes of frames gathered before one write
+
+
+class Unavailable(Exception):
+    """The lean connection could not be set up; nothing was sent or handled."""
+
+
+class Interrupted(Exception):
+    """The lean connection stopped working; a replay had handled up to ``last``."""
+
+    def __init__(self, reason: str, last: int = 0):
+        super().__init__(reason)
+        self.last = last
+
+
+class HandleFailed(Exception):
+    """``handle`` raised ``error`` during a replay (kept apart from connection trouble)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(repr(error))
+        self.error = error
+
+
+class _Connection(asyncio.Protocol):
+    """Framing, server commands and the handshake; subclasses take the messages."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.info: asyncio.Future[dict] = loop.create_future()
+        self.pong: asyncio.Future[None] = loop.create_future()
+        self.finished: asyncio.Future[int] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.active = time.monotonic()
+        self.last = 0
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._need = 0  # bytes the frame at the head of _chunks needs
+        self._writable: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(Interrupted(f"bulk connection lost: {exc or 'closed'}", self.last))
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    async def writable(self) -> None:
+        if self._writable is not None:
+            await self._writable
+
+    def _fail(self, exc: BaseException) -> None:
+        for waiter in (self.info, self.pong, self.finished):
+            if not waiter.done():
+                waiter.set_exception(exc)
+                waiter.exception()  # whoever waits gets it; nobody waiting is no error
+
+    def _finish(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(self.last)
+
+    def data_received(self, data: bytes) -> None:
+        self.active = time.monotonic()
+        if self._chunks:
+            self._chunks.append(data)
+            self._buffered += len(data)
+            if self._buffered < self._need:
+                return
+            data = b"".join(self._chunks)
+            self._chunks, self._buffered, self._need = [], 0, 0
+        try:
+            rest = self._parse(data)
+        except Exception as exc:  # noqa: BLE001 - a protocol error ends this connection
+            self._fail(Interrupted(f"bulk protocol error: {exc!r}", self.last))
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if rest:
+            self._chunks, self._buffered = [rest], len(rest)
+
+    def _parse(self, buf: bytes) -> bytes:
+        """Take every whole frame in ``buf``; return the incomplete tail."""
+        pos, size = 0, len(buf)
+        message = self._message
+        while pos < size:
+            eol = buf.find(_LF, pos)  # control lines end in CRLF; memchr finds LF fast
+            if eol < 0:
+                return buf[pos:]
+            eol -= 1
+            op = buf[pos]
+            if op != _H and op != _M:
+                self._command(buf[pos:eol])
+                pos = eol + 2
+                continue
+            args = buf[pos:eol].split(b" ")
+            start = eol + 2
+            stop = start + int(args[-1])
+            if stop + 2 > size:
+                self._need = stop + 2 - pos
+                return buf[pos:]
+            pos = stop + 2
+            if op == _H:  # HMSG subject sid [reply] header-size total-size
+                header_end = start + int(args[-2])
+                reply = args[3] if len(args) == 6 else b""
+                if buf[start + 8] == _SPACE:  # "NATS/1.0 100 Idle Heartbeat" and the like
+                    self._status(args[1], buf[start:header_end], reply)
+                    continue
+                message(args[1], reply, buf[header_end:stop])
+            else:  # MSG subject sid [reply] size
+                message(args[1], args[3] if len(args) == 5 else b"", buf[start:stop])
+        return b""
+
+    def _message(self, subject: bytes, reply: bytes, body: bytes) -> None:
+        raise NotImplementedError
+
+    def _status(self, subject: bytes, header: bytes, reply: bytes) -> None:
+        raise NotImplementedError
+
+    def _command(self, line: bytes) -> None:
+        if line.startswith(b"PING"):
+            assert self.transport is not None
+            self.transport.write(b"PONG\r\n")
+        elif line.startswith(b"PONG"):
+            if not self.pong.done():
+                self.pong.set_result(None)
+        elif line.startswith(b"INFO"):
+            if not self.info.done():
+                self.info.set_result(json.loads(line[5:]))
+        elif line.startswith(b"-ERR"):
+            self._fail(Interrupted(f"server: {line[5:].decode(errors='replace')}", self.last))
+
+
+class _Deliveries(_Connection):
+    """One push consumer's deliveries, each handed to ``handle`` as it is cut out."""
+
+    def __init__(self, handle: Callable[[int, str, float, bytes], None], end: int):
+        super().__init__()
+        self.handle = handle
+        self.end = end
+        self.dseq = 0
+        self._subjects: dict[bytes, str] = {}
+
+    def _message(self, subject: bytes, reply: bytes, body: bytes) -> None:
+        if self.finished.done():
+            return
+        # $JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<dseq>.<ns>.<pending>, or with
+        # domain and account hash before <stream> and a random token after <pending>.
+        t = reply.rsplit(b".", 5)
+        if t[0].count(b".") != 3:
+            t = reply.rsplit(b".", 6)[:-1]
+        dseq = int(t[3])
+        if dseq != self.dseq + 1:
+            self._fail(Interrupted(f"delivery {dseq} after {self.dseq}", self.last))
+            return
+        self.dseq = dseq
+        seq = int(t[2])
+        if seq > self.end:
+            self._finish()
+            return
+        name = self._subjects.get(subject)
+        if name is None:
+            name = subject.decode()
+            if len(self._subjects) < 4096:
+                self._subjects[subject] = name
+        try:
+            self.handle(seq, name, int(t[4]) / 1e9, body)
+        except BaseException as exc:  # handed to the caller unchanged
+            self._fail(HandleFailed(exc))
+            return
+        self.last = seq
+        if seq >= self.end or t[5] == b"0":
+            self._finish()
+
+    def _status(self, subject: bytes, header: bytes, reply: bytes) -> None:
+        assert self.transport is not None
+        if header[9:12] != b"100":  # e.g. "409 Consumer Deleted"
+            status = header[9 : header.find(_CRLF)].decode(errors="replace")
+            self._fail(Interrupted(f"consumer status {status}", self.last))
+        elif reply:  # flow control request: every delivery before it has been handled
+            self.transport.write(b"PUB " + reply + b" 0\r\n\r\n")
+        elif (at := header.find(_STALLED)) >= 0:  # heartbeat: a flow-control answer is due
+            stalled = header[at + len(_STALLED) : header.find(_CRLF, at)].strip()
+            self.transport.write(b"PUB " + stalled + b" 0\r\n\r\n")
+
+
+class _PubAck(msgspec.Struct):
+    seq: int = 0
+    error: dict | None = None
+
+
+_pub_ack = msgspec.json.Decoder(_PubAck)
+
+
+class _Acks(_Connection):
+    """Acknowledgements of pipelined publishes; reply subjects are ``<inbox>.<index>``."""
+
+    def __init__(self, inbox: bytes, seqs: list[int], errors: list[tuple[int, str]], window: int):
+        super().__init__()
+        self.skip = len(inbox) + 1
+        self.seqs = seqs
+        self.errors = errors
+        self.window = window
+        self.in_flight = 0
+        self.remaining = seqs.count(0)
+        self.room: asyncio.Future[None] | None = None
+
+    def _settle(self, index: int, seq: int, error: str | None) -> None:
+        if self.seqs[index] != 0:
+            return  # a late ack of a resent message
+        if error is not None:
+            self.errors.append((index, error))
+            seq = -1
+        self.seqs[index] = seq
+        self.remaining -= 1
+        self.in_flight -= 1
+        room = self.room
+        if room is not None and self.in_flight <= self.window * 3 // 4 and not room.done():
+            room.set_result(None)
+        if self.remaining == 0:
+            self._finish()
+
+    def _message(self, subject: bytes, reply: bytes, body: bytes) -> None:
+        ack = _pub_ack.decode(body)
+        error = None if ack.error is None else str(ack.error.get("description", ack.error))
+        self._settle(int(subject[self.skip :]), ack.seq, error)
+
+    def _status(self, subject: bytes, header: bytes, reply: bytes) -> None:
+        status = header[9 : header.find(_CRLF)].decode(errors="replace")
+        reason = "no stream takes this subject" if status.startswith("503") else status
+        self._settle(int(subject[self.skip :]), 0, reason)
+
+    async def wait_for_room(self) -> None:
+        while self.in_flight >= self.window and not self.finished.done():
+            self.room = asyncio.get_running_loop().create_future()
+            waiters: list[asyncio.Future[Any]] = [self.room, self.finished]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            self.room = None
+
+
+def _connect_options(nc: Client) -> dict:
+    options: dict = {"verbose": False, "pedantic": False, "headers": True,
+                     "no_responders": True, "protocol": 1, "lang": "python-jetzero-bulk",
+                     "version": "1", "name": "jetzero-bulk"}
+    user, password, token = (nc.options.get(k) for k in ("user", "password", "token"))
+    url = nc.connected_url
+    if isinstance(user, str) and isinstance(password, str):
+        options["user"], options["pass"] = user, password
+    elif isinstance(token, str):
+        options["auth_token"] = token
+    elif url is not None and url.username:
+        if url.password is None:
+            options["auth_token"] = url.username
+        else:
+            options["user"], options["pass"] = url.username, url.password
+    return options
+
+
+async def _open(nc: Client, protocol: _Connection, subscribe: str, timeout: float):
+    """Connect to the server ``nc`` is connected to, authenticate, subscribe ``subscribe``."""
+    url = nc.connected_url
+    if url is None or url.scheme not in ("nats", "") or not url.hostname:
+        raise Unavailable("not a plain nats:// connection")
+    loop = asyncio.get_running_loop()
+    try:
+        transport, _ = await asyncio.wait_for(
+            loop.create_connection(lambda: protocol, url.hostname, url.port or 4222), timeout
+        )
+    except (TimeoutError, OSError) as exc:
+        raise Unavailable(f"cannot connect: {exc!r}") from None
+    try:
+        info = await asyncio.wait_for(protocol.info, timeout)
+        if info.get("tls_required") or info.get("nonce"):
+            raise Unavailable("the server wants TLS or nkey/JWT authentication")
+        transport.write(
+            b"CONNECT " + json.dumps(_connect_options(nc)).encode() + b"\r\n"
+            b"SUB " + subscribe.encode() + b" 1\r\nPING\r\n"
+        )
+        await asyncio.wait_for(protocol.pong, timeout)
+    except (TimeoutError, Interrupted, ValueError) as exc:
+        transport.close()
+        raise Unavailable(f"handshake failed: {exc}") from None
+    except BaseException:
+        transport.close()
+        raise
+    return transport, int(info.get("max_payload", 1024 * 1024))
+
+
+async def replay(
+    nc: Client,
+    js: JetStreamContext,
+    stream: str,
+    config: api.ConsumerConfig,
+    handle: Callable[[int, str, float, bytes], None],
+    end: int,
+    *,
+    idle_timeout: float = 15.0,
+    timeout: float = 5.0,
+) -> int:
+    """Deliver what ``config`` selects (its start and filter) up to sequence ``end`` to
+    ``handle``; return the last sequence handled (0: none). ``config`` gets the delivery
+    settings filled in here."""
+    inbox = nc.new_inbox()
+    protocol = _Deliveries(handle, end)
+    transport, _ = await _open(nc, protocol, inbox, timeout)
+    config.deliver_subject = inbox
+    config.ack_policy = api.AckPolicy.NONE
+    config.max_deliver = 1
+    config.flow_control = True
+    config.idle_heartbeat = 5.0
+    config.mem_storage = True
+    config.num_replicas = 1
+    config.inactive_threshold = 60.0
+    consumer = None
+    try:
+        info = await js.add_consumer(stream, config)
+        consumer = info.name
+        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+        if (info.num_pending or 0) + (delivered or 0) == 0:
+            return 0
+        while True:
+            done, _ = await asyncio.wait([protocol.finished], timeout=idle_timeout / 3)
+            if done:
+                return protocol.finished.result()
+            if time.monotonic() - protocol.active > idle_timeout:
+                raise Interrupted(f"no delivery or heartbeat for {idle_timeout:.0f} s",
+                                  protocol.last)
+    finally:
+        transport.close()
+        if consumer is not None:
+            try:
+                await js.delete_consumer(stream, consumer)
+            except Exception:  # noqa: BLE001 - it expires on its own once the inbox is gone
+                pass
+
+
+async def publish(
+    nc: Client,
+    messages: Sequence[tuple[str, bytes, str]],
+    seqs: list[int],
+    errors: list[tuple[int, str]],
+    *,
+    window: int = 4000,
+    timeout: float = 30.0,
+    attempts: int = 3,
+) -> None:
+    """Publish ``(subject, payload, msg id)`` messages whose ``seqs`` entry is 0, in order,
+    and fill in their stream sequences (-1 and an ``errors`` entry when refused). An entry
+    still 0 on return was not acknowledged after ``attempts`` rounds; resending is safe."""
+    inbox = nc.new_inbox().encode()
+    protocol = _Acks(inbox, seqs, errors, window)
+    if protocol.remaining == 0:
+        return
+    transport, max_payload = await _open(nc, protocol, inbox.decode() + ".*", timeout)
+    hdr_msg_id = b"NATS/1.0\r\n" + names.HDR_MSG_ID.encode() + b": "
+    try:
+        for _ in range(attempts):
+            out = bytearray()
+            for index, (subject, payload, msg_id) in enumerate(messages):
+                if seqs[index] != 0:
+                    continue
+                if len(payload) > max_payload:
+                    protocol.in_flight += 1
+                    protocol._settle(index, 0, f"{len(payload)} bytes exceed the server's "
+                                                f"max_payload {max_payload}")
+                    continue
+                if protocol.in_flight >= window:
+                    transport.write(out)
+                    out = bytearray()
+                    await protocol.wait_for_room()
+                    if protocol.finished.done():
+                        protocol.finished.result()  # raises Interrupted if the link broke
+                header = hdr_msg_id + msg_id.encode() + b"\r\n\r\n"
+                out += b"HPUB %s %s.%d %d %d\r\n" % (
+                    subject.encode(), inbox, index, len(header), len(header) + len(payload)
+                )
+                out += header
+                out += payload
+                out += _CRLF
+                protocol.in_flight += 1
+                if len(out) >= _WRITE_BATCH:
+                    transport.write(out)
+                    out = bytearray()
+                    await protocol.writable()
+            if out:
+                transport.write(out)
+            if protocol.remaining == 0:
+                return
+            done, _ = await asyncio.wait([protocol.finished], timeout=timeout)
+            if done:
+                protocol.finished.result()  # raises Interrupted if the link broke
+                return
+            protocol.in_flight = 0  # resend what is unacknowledged; ids deduplicate
+    finally:
+        transport.close()
