@@ -99,11 +99,16 @@ class ProjectionRunner(Generic[S]):
         return True
 
     async def save_snapshot(self) -> None:
+        """Store the state with its sequence; a snapshot is a cache, so failing to write one
+        (too large for a KV value, server busy) is logged and the runner goes on."""
         snap = _Snapshot(seq=self.position, state=self.state)
-        await put_value(
-            self.store.log, names.KV_SNAPSHOTS, self.snapshot_key, msgspec.msgpack.encode(snap)
-        )
         self._since_snapshot = 0
+        try:
+            await put_value(
+                self.store.log, names.KV_SNAPSHOTS, self.snapshot_key, msgspec.msgpack.encode(snap)
+            )
+        except Exception as exc:  # noqa: BLE001 - a cache write must not stop the fold
+            log.warning("snapshot %s not written: %s", self.snapshot_key, exc)
 
     async def catch_up(self, *, until_seq: int | None = None) -> S:
         """Fold everything up to now (or ``until_seq``), starting from the snapshot if any."""

@@ -121,7 +121,7 @@ async def alive_nodes(log: Log, run: str) -> list[Heartbeat]:
     """Nodes whose heartbeat has not expired (bucket TTL)."""
     kv = await log.js.key_value(names.KV_HEARTBEATS)
     try:
-        keys = await kv.keys(filters=[f"{run}.>"])
+        keys = [k for k in await kv.keys() if k.startswith(f"{run}.")]
     except (NotFoundError, Exception):  # nats raises NoKeysError when empty
         return []
     out = []
