@@ -113,8 +113,13 @@ def main() -> None:
     cpu_ratio = (n_evals / selfplay_cpu) / float(np.mean([p[1] for p in probes]))
     positions = (stats.positions - s0.positions) / selfplay_time
     batch_mean = n_evals / max(1, stats.evaluator_calls - s0.evaluator_calls)
-    # games/min in steady state = moves/min ÷ moves per game (Little's law)
+    # Games all start together, so a short window sees only the quickest games end.
+    # Measured: games that ended in the window per minute (low while the first wave is
+    # still playing). Steady state: moves/min ÷ mean moves per game (Little's law), which
+    # is fair only once a full wave has ended (before that the mean length is too short).
+    games_measured = 60 * len(plies) / selfplay_time
     games_per_min = 60 * positions / float(np.mean(plies)) if plies else None
+    steady_reliable = len(plies) >= settings.games_in_flight
     interleaved = float(np.mean([p[0] for p in probes]))
     best = max(ceiling[(best_threads, best_batch)], interleaved)
     ratio = evals / best
@@ -137,7 +142,9 @@ def main() -> None:
     finished = f"{len(plies):>10}" + (f"   (mean {np.mean(plies):.1f} plies)" if plies else "")
     print(f"  games finished        {finished}")
     print(
-        f"  games/min             {games_per_min:>10,.1f}"
+        f"  games/min (measured)  {games_measured:>10,.1f}\n"
+        f"  games/min (steady)    {games_per_min:>10,.1f}"
+        + ("" if steady_reliable else "   (upper bound: first wave not finished; run longer)")
         if games_per_min
         else "  games/min                    n/a (no game finished yet: run longer)"
     )
@@ -157,7 +164,9 @@ def main() -> None:
                 "selfplay_threads": selfplay_threads,
                 "selfplay_evals_per_s": round(evals),
                 "selfplay_positions_per_s": round(positions, 2),
-                "selfplay_games_per_min": round(games_per_min, 2) if games_per_min else None,
+                "selfplay_games_per_min": round(games_measured, 2),
+                "selfplay_games_per_min_steady": round(games_per_min, 2) if games_per_min else None,
+                "steady_estimate_reliable": steady_reliable,
                 "games_finished": len(plies),
                 "mean_batch": round(batch_mean, 1),
                 "ratio_to_ceiling": round(ratio, 3),

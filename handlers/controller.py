@@ -63,7 +63,9 @@ def plan_rollback(registry: ModelRegistry, *, to_seq: int = 0, model_id: str = "
     return RollbackPlan(target, reverted)
 
 
-def manual_promotion(registry: ModelRegistry, model_id: str, cause: Event, by: str, reason: str) -> Emit | str:
+def manual_promotion(
+    registry: ModelRegistry, model_id: str, cause: Event, by: str, reason: str
+) -> Emit | str:
     """``candidate.promoted`` for a promotion by hand, or why it is refused."""
     record = registry.models.get(model_id)
     if record is None:

@@ -161,7 +161,9 @@ async def _fold(store: EventStore, projection, run: str):
     return await ProjectionRunner(store, projection, run, use_snapshots=False).catch_up()
 
 
-async def _expected(store: EventStore, registry: ModelRegistry, config: LoopConfig) -> tuple[Game, NetworkConfig, str]:
+async def _expected(
+    store: EventStore, registry: ModelRegistry, config: LoopConfig
+) -> tuple[Game, NetworkConfig, str]:
     """The game and architecture a candidate must have: the champion's, else the config's."""
     champion = registry.champion
     record = registry.models.get(champion.model_id) if champion else None
@@ -169,7 +171,8 @@ async def _expected(store: EventStore, registry: ModelRegistry, config: LoopConf
         try:
             data = await get_object(store.log, names.OBJ_MODELS, record.object_name, record.digest or None)
             meta = await asyncio.to_thread(read_meta, data)
-            return get_game(meta.game, **meta.game_params), meta.architecture, f"the champion {record.model_id}"
+            game = get_game(meta.game, **meta.game_params)
+            return game, meta.architecture, f"the champion {record.model_id}"
         except (StoreError, CheckpointError):
             pass  # an unreadable champion: fall back to the run's config
     game = get_game(config.game.name, **config.game.params)
@@ -194,7 +197,9 @@ async def import_candidate(store: EventStore, config: LoopConfig, path: Path) ->
     try:
         _, meta = await asyncio.to_thread(load_checkpoint, data, game, arch)
     except CheckpointError as exc:
-        raise PromotionError(f"candidate {path} refused: {exc} (expected: {game.name}, as {source})") from None
+        raise PromotionError(
+            f"candidate {path} refused: {exc} (expected: {game.name}, as {source})"
+        ) from None
     object_name = names.model_object(meta.model_id)
     digest = sha256(data)
     known = registry.models.get(meta.model_id)
@@ -281,22 +286,32 @@ async def await_verdict(
                     shown[m.match_id] = (m.pairs, m.completed)
                     on_progress(summarize(m))
             if verdict_of(registry.state, seen, model_id) is not None:
-                last = registry.position
-                final = await matches.wait_for(lambda s: matches.position >= last, timeout=10)
-                verdict = verdict_of(registry.state, final, model_id)
-                assert verdict is not None
-                return verdict
+                return await _final_verdict(registry, matches, model_id)
             if deadline is not None and time.monotonic() > deadline:
                 raise PromotionError(f"no verdict on {model_id} within {timeout:.0f} s; its matches go on")
-            try:
-                await matches.wait_for(lambda s: s is not seen, timeout=poll)
-            except TimeoutError:
-                pass
+            await _changed(matches, seen, poll)
             matches.raise_if_failed()
             registry.raise_if_failed()
     finally:
         await registry.stop()
         await matches.stop()
+
+
+async def _final_verdict(registry: ProjectionRunner, matches: ProjectionRunner, model_id: str) -> Verdict:
+    """The verdict once the matches projection has reached the decision too (two subscriptions)."""
+    last = registry.position
+    final = await matches.wait_for(lambda s: matches.position >= last, timeout=10)
+    verdict = verdict_of(registry.state, final, model_id)
+    assert verdict is not None  # the registry had it
+    return verdict
+
+
+async def _changed(runner: ProjectionRunner, seen, timeout: float) -> None:
+    """Wait until ``runner``'s state is no longer ``seen``, at most ``timeout`` seconds."""
+    try:
+        await runner.wait_for(lambda s: s is not seen, timeout=timeout)
+    except TimeoutError:
+        pass
 
 
 async def judge_candidate(
@@ -359,7 +374,8 @@ async def run_daemon(
                 on_note(f"the loop of run {config.run} is running: reporting its decisions")
                 pipeline = None
             else:
-                local = play == "local" or (play == "auto" and not await match_players_alive(store, config.run))
+                workers = await match_players_alive(store, config.run)
+                local = play == "local" or (play == "auto" and not workers)
                 on_note("evaluating every new checkpoint; pairs played "
                         + ("in this process" if local else "by the eval workers"))
                 pipeline = InProcessEvaluation(store, config, promotion, play=local,

@@ -197,36 +197,7 @@ class Trainer:
     async def ensure_initial_model(self) -> None:
         if self.registry.state.models or self._stopping:
             return
-        model_id = initial_model_id(self.run)
-        net = await asyncio.to_thread(build_network, self.game, self.config.network, seed=self.training.seed)
-        meta = make_meta(
-            net,
-            game=self.game,
-            model_id=model_id,
-            game_params=self.config.game.params,
-            generation=0,
-            extra={"source": "initial", "seed": self.training.seed},
-        )
-        data = await asyncio.to_thread(save_checkpoint, net, meta)
-        object_name = names.model_object(model_id)
-        digest = await put_object(self.store.log, names.OBJ_MODELS, object_name, data)
-        await self.store.append(
-            ev.CheckpointSaved(
-                id=derived_id(f"run:{self.run}", HANDLER, 0),
-                time=time.time(),
-                run=self.run,
-                model_id=model_id,
-                object_name=object_name,
-                digest=digest,
-                generation=0,
-                step=0,
-                game=self.game.name,
-                architecture=msgspec.to_builtins(net.config),
-                source="initial",
-            )
-        )
-        await self.registry.wait_for(lambda s: model_id in s.models, timeout=30)
-        log.info("trainer: created %s (generation 0)", model_id)
+        await create_initial_model(self.store, self.run, self.config, self.registry)
 
     async def next_training(self) -> Training | None:
         """The open training (appending ``training.started`` first if one is due), or None."""
@@ -437,6 +408,41 @@ class Trainer:
                 detail=dict(self.detail),
             ),
         )
+
+
+async def create_initial_model(store: EventStore, run: str, config: LoopConfig, registry) -> str:
+    """Generation 0: a fresh network seeded from the config (the same bytes whoever makes it),
+    stored in the object store, then recorded by ``checkpoint.saved`` with an id derived from
+    the run, so two creators record it once. ``registry`` is a following registry runner."""
+    game = get_game(config.game.name, **config.game.params)
+    model_id = initial_model_id(run)
+    seed = config.training.seed
+    net = await asyncio.to_thread(build_network, game, config.network, seed=seed)
+    meta = make_meta(
+        net, game=game, model_id=model_id, game_params=config.game.params, generation=0,
+        created=0.0, extra={"source": "initial", "seed": seed},
+    )
+    data = await asyncio.to_thread(save_checkpoint, net, meta)
+    object_name = names.model_object(model_id)
+    digest = await put_object(store.log, names.OBJ_MODELS, object_name, data)
+    await store.append(
+        ev.CheckpointSaved(
+            id=derived_id(f"run:{run}", HANDLER, 0),
+            time=time.time(),
+            run=run,
+            model_id=model_id,
+            object_name=object_name,
+            digest=digest,
+            generation=0,
+            step=0,
+            game=game.name,
+            architecture=msgspec.to_builtins(net.config),
+            source="initial",
+        )
+    )
+    await registry.wait_for(lambda s: model_id in s.models, timeout=30)
+    log.info("created %s (generation 0)", model_id)
+    return model_id
 
 
 async def serve(ctx, config: LoopConfig) -> None:

@@ -29,7 +29,10 @@ class Log:
     js: JetStreamContext
     settings: NatsSettings
 
+    closing: bool = False
+
     async def close(self) -> None:
+        self.closing = True
         if not self.nc.is_closed:
             try:
                 await asyncio.wait_for(self.nc.drain(), 3.0)
@@ -45,10 +48,6 @@ async def _quiet_error_cb(exc: Exception) -> None:
     log.debug("nats: %s", exc)
 
 
-async def _disconnected_cb() -> None:
-    log.warning("nats: disconnected; reconnecting")
-
-
 async def _reconnected_cb() -> None:
     log.info("nats: reconnected")
 
@@ -62,6 +61,12 @@ async def connect(
 ) -> Log:
     """Connect to ``settings.client_url``; with ``ensure`` create/update streams and buckets."""
     url = settings.client_url
+    holder: list[Log] = []
+
+    async def disconnected() -> None:
+        if not (holder and holder[0].closing):
+            log.warning("nats: disconnected from %s; reconnecting", url)
+
     try:
         nc = await nats.connect(
             servers=url.split(","),
@@ -73,7 +78,7 @@ async def connect(
             ping_interval=10,
             max_outstanding_pings=3,
             error_cb=_error_cb if long_lived else _quiet_error_cb,
-            disconnected_cb=_disconnected_cb if long_lived else None,
+            disconnected_cb=disconnected if long_lived else None,
             reconnected_cb=_reconnected_cb if long_lived else None,
             pending_size=64 * 1024 * 1024,
         )
@@ -84,6 +89,7 @@ async def connect(
         ) from None
     js = nc.jetstream(timeout=10)
     conn = Log(nc, js, settings)
+    holder.append(conn)
     if ensure:
         try:
             await ensure_all(js, settings)

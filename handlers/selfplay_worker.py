@@ -1,0 +1,137 @@
+"""The selfplay worker: plays the champion against itself, many games at once, and publishes
+every finished game to ``GAMES`` as ``game.finished``.
+
+It follows the model registry (the champion) and the curriculum (the stage's search
+settings); when either changes it lets the games in flight finish and starts the next games
+with the new champion (verified against its recorded digest). It starts no new game while
+the loop is halted. With no model in the registry yet it creates generation 0 itself, so it
+can run standalone (``jetzero selfplay --games N``) before the rest of the loop exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from engine.checkpoint import load_checkpoint
+from engine.games import get_game
+from engine.network import NetworkEvaluator, set_torch_threads
+from engine.selfplay import GameRecord, SelfplayDriver
+from handlers.loop_config import LoopConfig
+from handlers.trainer import create_initial_model
+from projections.curriculum import CurriculumProjection, selfplay_settings_for, stage_index_for
+from projections.models import ModelRegistryProjection
+from projections.runner import ProjectionRunner
+from streams import names
+from streams.games import GameFinished
+from streams.kv import Heartbeat, beat
+from streams.objects import get_object
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Totals:
+    games: int = 0
+    positions: int = 0
+    evaluations: int = 0
+    started: float = 0.0
+
+    def rates(self) -> dict[str, float]:
+        span = max(time.monotonic() - self.started, 1e-9)
+        return {
+            "games": float(self.games), "positions": float(self.positions),
+            "evaluations": float(self.evaluations), "evals_per_s": self.evaluations / span,
+            "games_per_minute": 60.0 * self.games / span,
+        }
+
+
+def to_event(run: str, record: GameRecord, *, game: str, model_id: str, generation: int,
+             stage: str, search: dict, worker: str) -> GameFinished:
+    return GameFinished.new(
+        run, game_id=os.urandom(8).hex(), game=game, moves=list(record.moves),
+        policies=[list(p) for p in record.policies], outcome=record.outcome, model_id=model_id,
+        generation=generation, stage=stage, search=search, worker=worker,
+    )
+
+
+async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Totals:
+    """Play until stopped (or ``max_games`` published); returns the totals."""
+    set_torch_threads(config.selfplay.torch_threads)
+    game = get_game(config.game.name, **config.game.params)
+    index = int(ctx.extra.get("index", 0))
+    worker = ctx.extra.get("node") or f"{socket.gethostname()}-selfplay-{index}"
+    registry = ProjectionRunner(ctx.store, ModelRegistryProjection(), ctx.run)
+    curriculum = ProjectionRunner(ctx.store, CurriculumProjection(config.curriculum), ctx.run)
+    await registry.follow()
+    await curriculum.follow()
+    rng = np.random.default_rng([config.selfplay.seed, index, int(time.time())])
+    totals = Totals(started=time.monotonic())
+    last_beat = 0.0
+    try:
+        if not registry.state.models:
+            await create_initial_model(ctx.store, ctx.run, config, registry)
+        await registry.wait_for(lambda s: s.champion is not None, timeout=60)
+        while not ctx.stop.is_set() and (max_games is None or totals.games < max_games):
+            if await ctx.wait_while_halted(min(0.5, config.health.interval_s)):
+                break
+            champion = registry.state.champion
+            record = registry.state.models[champion.model_id]
+            data = await get_object(ctx.store.log, names.OBJ_MODELS, record.object_name,
+                                    record.digest or None)
+            net, _ = await asyncio.to_thread(load_checkpoint, data, game, config.network)
+            stage_index = stage_index_for(config.curriculum, champion.generation)
+            stage = config.curriculum[stage_index]
+            settings = selfplay_settings_for(stage, config)
+            search = msgspec.to_builtins(settings.search)
+            budget = None if max_games is None else max_games - totals.games
+            driver = SelfplayDriver(game, NetworkEvaluator(net, device="cpu"), settings, rng,
+                                    n_games=budget)
+            log.info("selfplay %s: champion %s (generation %d), stage %s",
+                     worker, champion.model_id, champion.generation, stage.name)
+            draining = False
+            evals_before = totals.evaluations
+            while not driver.finished:
+                records = await asyncio.to_thread(driver.step)
+                if records:
+                    events = [to_event(ctx.run, r, game=game.name, model_id=champion.model_id,
+                                       generation=champion.generation, stage=stage.name,
+                                       search=search, worker=worker) for r in records]
+                    await ctx.store.append_many(events)
+                    totals.games += len(records)
+                    totals.positions += sum(len(r.policies) for r in records)
+                totals.evaluations = evals_before + driver.stats.evaluations
+                if time.monotonic() - last_beat >= config.health.interval_s:
+                    await _beat(ctx, worker, champion.model_id, totals, driver)
+                    last_beat = time.monotonic()
+                changed = (registry.state.champion != champion
+                           or stage_index_for(config.curriculum,
+                                              (registry.state.champion or champion).generation)
+                           != stage_index)
+                if not draining and (changed or ctx.halted or ctx.stop.is_set()):
+                    # finish the games in flight, start no new one
+                    driver.n_games = driver._started  # noqa: SLF001
+                    draining = True
+                    if ctx.stop.is_set():
+                        break
+    finally:
+        await registry.stop()
+        await curriculum.stop()
+    return totals
+
+
+async def _beat(ctx, worker: str, model_id: str, totals: Totals, driver: SelfplayDriver) -> None:
+    detail = totals.rates()
+    await beat(ctx.log, ctx.run, Heartbeat(node=worker, host=socket.gethostname(),
+                                          roles=["selfplay"], model_id=model_id, detail=detail))
+
+
+async def serve(ctx, config: LoopConfig) -> None:
+    await play(ctx, config)
