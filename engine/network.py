@@ -47,7 +47,7 @@ class NetworkConfig(msgspec.Struct, frozen=True, kw_only=True):
 # patterns at the data scale of a small cluster. On one CPU core it evaluates ~2.8 k
 # positions/s at batch 128 against ~1.7 k for 5×64 and ~1.3 k for 6×64, so a 2-core box
 # plays 1.6-2× more selfplay games an hour, which matters more early in the loop than the
-# extra capacity; 4×32 is faster still (~6 k/s) but thin for the value head's job.
+# extra capacity; 4×32 is faster still (~6 k/s) with under half the parameters.
 DEFAULT_CONNECT4_NETWORK = NetworkConfig(blocks=4, channels=48, value_hidden=64)
 # Tic-tac-toe (end-to-end runs of the whole loop): tiny, trains in seconds.
 DEFAULT_TICTACTOE_NETWORK = NetworkConfig(blocks=1, channels=16, value_hidden=16)

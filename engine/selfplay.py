@@ -105,6 +105,9 @@ class SelfplayDriver:
         slots = (
             settings.games_in_flight if n_games is None else min(settings.games_in_flight, max(n_games, 1))
         )
+        for opening in settings.openings:
+            if game.from_moves(opening).is_terminal():  # IllegalMove if it does not replay
+                raise ValueError(f"opening {game.moves_to_str(opening)} is a finished game")
         self.search = BatchedSearch(game, evaluator, settings.search, slots=slots)
         self._policies: list[list[tuple[float, ...]]] = [[] for _ in range(slots)]
         self._opening_plies = [0] * slots

@@ -3,9 +3,10 @@ every finished game to ``GAMES`` as ``game.finished``.
 
 It follows the model registry (the champion) and the curriculum (the stage's search
 settings); when either changes it lets the games in flight finish and starts the next games
-with the new champion (verified against its recorded digest). It starts no new game while
-the loop is halted. With no model in the registry yet it creates generation 0 itself, so it
-can run standalone (``jetzero selfplay --games N``) before the rest of the loop exists.
+with the new champion (verified against its recorded digest). On a halt or a stop the games
+in flight are abandoned (no partial game is ever published) and no new game starts until
+resumed. With no model in the registry yet it creates generation 0 itself, so it can run
+standalone (``jetzero selfplay --games N``) before the rest of the loop exists.
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
             await create_initial_model(ctx.store, ctx.run, config, registry)
         await registry.wait_for(lambda s: s.champion is not None, timeout=60)
         while not ctx.stop.is_set() and (max_games is None or totals.games < max_games):
-            if await ctx.wait_while_halted(min(0.5, config.health.interval_s)):
-                break
             champion = registry.state.champion
+            if ctx.halted:  # paused: say so at every health interval, start nothing
+                await _beat(ctx, worker, champion.model_id, totals, paused=True)
+                if await ctx.sleep(config.health.interval_s):
+                    break
+                continue
             record = registry.state.models[champion.model_id]
             data = await get_object(ctx.store.log, names.OBJ_MODELS, record.object_name,
                                     record.digest or None)
@@ -109,26 +113,27 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
                     totals.positions += sum(len(r.policies) for r in records)
                 totals.evaluations = evals_before + driver.stats.evaluations
                 if time.monotonic() - last_beat >= config.health.interval_s:
-                    await _beat(ctx, worker, champion.model_id, totals, driver)
+                    await _beat(ctx, worker, champion.model_id, totals)
                     last_beat = time.monotonic()
+                if ctx.halted or ctx.stop.is_set():
+                    break  # abandon the games in flight: no partial game is ever published
                 changed = (registry.state.champion != champion
                            or stage_index_for(config.curriculum,
                                               (registry.state.champion or champion).generation)
                            != stage_index)
-                if not draining and (changed or ctx.halted or ctx.stop.is_set()):
-                    # finish the games in flight, start no new one
+                if changed and not draining:
+                    # finish the games in flight with this champion, start no new one
                     driver.n_games = driver._started  # noqa: SLF001
                     draining = True
-                    if ctx.stop.is_set():
-                        break
     finally:
         await registry.stop()
         await curriculum.stop()
     return totals
 
 
-async def _beat(ctx, worker: str, model_id: str, totals: Totals, driver: SelfplayDriver) -> None:
+async def _beat(ctx, worker: str, model_id: str, totals: Totals, *, paused: bool = False) -> None:
     detail = totals.rates()
+    detail["paused"] = 1.0 if paused else 0.0
     await beat(ctx.log, ctx.run, Heartbeat(node=worker, host=socket.gethostname(),
                                           roles=["selfplay"], model_id=model_id, detail=detail))
 

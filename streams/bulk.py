@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +35,10 @@ _CRLF, _LF = b"\r\n", b"\n"
 _H, _M, _SPACE = ord("H"), ord("M"), ord(" ")
 _STALLED = b"Nats-Consumer-Stalled:"
 _WRITE_BATCH = 256 * 1024  # bytes of frames gathered before one write
+# A delivery with headers and a 9-token reply: subject, seq, dseq, ns, pending, sizes.
+_DELIVERY = re.compile(
+    rb"HMSG ([^ ]+) [^ ]+ \$JS\.ACK\.[^. ]+\.[^. ]+\.\d+\.(\d+)\.(\d+)\.(\d+)\.(\d+) (\d+) (\d+)\r\n"
+)
 
 
 class Unavailable(Exception):
@@ -123,34 +128,39 @@ class _Connection(asyncio.Protocol):
     def _parse(self, buf: bytes) -> bytes:
         """Take every whole frame in ``buf``; return the incomplete tail."""
         pos, size = 0, len(buf)
-        message = self._message
         while pos < size:
-            eol = buf.find(_LF, pos)  # control lines end in CRLF; memchr finds LF fast
-            if eol < 0:
+            after = self._frame(buf, pos, size)
+            if after < 0:
                 return buf[pos:]
-            eol -= 1
-            op = buf[pos]
-            if op != _H and op != _M:
-                self._command(buf[pos:eol])
-                pos = eol + 2
-                continue
-            args = buf[pos:eol].split(b" ")
-            start = eol + 2
-            stop = start + int(args[-1])
-            if stop + 2 > size:
-                self._need = stop + 2 - pos
-                return buf[pos:]
-            pos = stop + 2
-            if op == _H:  # HMSG subject sid [reply] header-size total-size
-                header_end = start + int(args[-2])
-                reply = args[3] if len(args) == 6 else b""
-                if buf[start + 8] == _SPACE:  # "NATS/1.0 100 Idle Heartbeat" and the like
-                    self._status(args[1], buf[start:header_end], reply)
-                    continue
-                message(args[1], reply, buf[header_end:stop])
-            else:  # MSG subject sid [reply] size
-                message(args[1], args[3] if len(args) == 5 else b"", buf[start:stop])
+            pos = after
         return b""
+
+    def _frame(self, buf: bytes, pos: int, size: int) -> int:
+        """Take the frame at ``pos``; return where the next begins, or -1 if it is partial."""
+        eol = buf.find(_LF, pos)  # control lines end in CRLF; memchr finds LF fast
+        if eol < 0:
+            return -1
+        eol -= 1
+        op = buf[pos]
+        if op != _H and op != _M:
+            self._command(buf[pos:eol])
+            return eol + 2
+        args = buf[pos:eol].split(b" ")
+        start = eol + 2
+        stop = start + int(args[-1])
+        if stop + 2 > size:
+            self._need = stop + 2 - pos
+            return -1
+        if op == _H:  # HMSG subject sid [reply] header-size total-size
+            header_end = start + int(args[-2])
+            reply = args[3] if len(args) == 6 else b""
+            if buf[start + 8] == _SPACE:  # "NATS/1.0 100 Idle Heartbeat" and the like
+                self._status(args[1], buf[start:header_end], reply)
+            else:
+                self._message(args[1], reply, buf[header_end:stop])
+        else:  # MSG subject sid [reply] size
+            self._message(args[1], args[3] if len(args) == 5 else b"", buf[start:stop])
+        return stop + 2
 
     def _message(self, subject: bytes, reply: bytes, body: bytes) -> None:
         raise NotImplementedError
@@ -182,20 +192,46 @@ class _Deliveries(_Connection):
         self.dseq = 0
         self._subjects: dict[bytes, str] = {}
 
+    def _parse(self, buf: bytes) -> bytes:
+        # The common frame, a delivery with headers, in one regex match; the rest frame by frame.
+        pos, size = 0, len(buf)
+        match, deliver = _DELIVERY.match, self._deliver
+        while pos < size:
+            m = match(buf, pos)
+            if m is None:
+                after = self._frame(buf, pos, size)
+                if after < 0:
+                    return buf[pos:]
+                pos = after
+                continue
+            start = m.end()
+            stop = start + int(m[7])
+            if stop + 2 > size:
+                self._need = stop + 2 - pos
+                return buf[pos:]
+            pos = stop + 2
+            deliver(m[1], m[2], m[3], m[4], m[5], buf[start + int(m[6]) : stop])
+        return b""
+
     def _message(self, subject: bytes, reply: bytes, body: bytes) -> None:
-        if self.finished.done():
-            return
         # $JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<dseq>.<ns>.<pending>, or with
         # domain and account hash before <stream> and a random token after <pending>.
         t = reply.rsplit(b".", 5)
         if t[0].count(b".") != 3:
             t = reply.rsplit(b".", 6)[:-1]
-        dseq = int(t[3])
+        self._deliver(subject, t[2], t[3], t[4], t[5], body)
+
+    def _deliver(
+        self, subject: bytes, seq_: bytes, dseq_: bytes, ns: bytes, pending: bytes, body: bytes
+    ) -> None:
+        if self.finished.done():
+            return
+        dseq = int(dseq_)
         if dseq != self.dseq + 1:
             self._fail(Interrupted(f"delivery {dseq} after {self.dseq}", self.last))
             return
         self.dseq = dseq
-        seq = int(t[2])
+        seq = int(seq_)
         if seq > self.end:
             self._finish()
             return
@@ -205,12 +241,12 @@ class _Deliveries(_Connection):
             if len(self._subjects) < 4096:
                 self._subjects[subject] = name
         try:
-            self.handle(seq, name, int(t[4]) / 1e9, body)
+            self.handle(seq, name, int(ns) / 1e9, body)
         except BaseException as exc:  # handed to the caller unchanged
             self._fail(HandleFailed(exc))
             return
         self.last = seq
-        if seq >= self.end or t[5] == b"0":
+        if seq >= self.end or pending == b"0":
             self._finish()
 
     def _status(self, subject: bytes, header: bytes, reply: bytes) -> None:

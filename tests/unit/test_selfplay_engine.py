@@ -140,3 +140,10 @@ def test_check_record_refuses_what_does_not_replay():
 def test_settings_validation():
     with pytest.raises(ValueError):
         SelfplaySettings(games_in_flight=0)
+    finished = SelfplaySettings(openings=((0, 3, 1, 4, 2),))
+    with pytest.raises(ValueError, match="finished game"):
+        SelfplayDriver(TTT, UniformEvaluator(), finished, np.random.default_rng(0), 1)
+    with pytest.raises(ValueError):  # IllegalMove is a ValueError
+        SelfplayDriver(
+            TTT, UniformEvaluator(), SelfplaySettings(openings=((0, 0),)), np.random.default_rng(0), 1
+        )
