@@ -13,7 +13,6 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import numpy as np
 import torch
 from torch import nn
@@ -21,44 +20,18 @@ from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from engine.games.base import Game, State
-
-
-class NetworkConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Architecture of a policy-value net; two nets with equal configs share weight shapes.
-    The defaults are the Connect Four default below."""
-
-    blocks: int = 4  # residual blocks (0 = stem and heads only)
-    channels: int = 48
-    policy_channels: int = 2
-    value_channels: int = 1
-    value_hidden: int = 64
-
-    def __post_init__(self) -> None:
-        if self.blocks < 0:
-            raise ValueError("NetworkConfig.blocks must be >= 0")
-        for field in ("channels", "policy_channels", "value_channels", "value_hidden"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"NetworkConfig.{field} must be >= 1")
-
-
-# Connect Four default: 4 residual blocks × 48 channels (~172 k parameters, ~7 M
-# multiply-adds per position). The stem and two blocks already see the whole 6×7 board;
-# four blocks give room to combine threats, and 48 channels are ample for Connect Four's
-# patterns at the data scale of a small cluster. On one CPU core it evaluates ~2.8 k
-# positions/s at batch 128 against ~1.7 k for 5×64 and ~1.3 k for 6×64, so a 2-core box
-# plays 1.6-2× more selfplay games an hour, which matters more early in the loop than the
-# extra capacity; 4×32 is faster still (~6 k/s) with under half the parameters.
-DEFAULT_CONNECT4_NETWORK = NetworkConfig(blocks=4, channels=48, value_hidden=64)
-# Tic-tac-toe (end-to-end runs of the whole loop): tiny, trains in seconds.
-DEFAULT_TICTACTOE_NETWORK = NetworkConfig(blocks=1, channels=16, value_hidden=16)
-
-
-def default_network_config(game_name: str) -> NetworkConfig:
-    """The default architecture for a game by name (connect4, tictactoe)."""
-    return {
-        "connect4": DEFAULT_CONNECT4_NETWORK,
-        "tictactoe": DEFAULT_TICTACTOE_NETWORK,
-    }.get(game_name, NetworkConfig())
+from engine.settings import (  # re-exported: the torch-free home of these
+    DEFAULT_CONNECT4_NETWORK as DEFAULT_CONNECT4_NETWORK,
+)
+from engine.settings import (
+    DEFAULT_TICTACTOE_NETWORK as DEFAULT_TICTACTOE_NETWORK,
+)
+from engine.settings import (
+    NetworkConfig as NetworkConfig,
+)
+from engine.settings import (
+    default_network_config as default_network_config,
+)
 
 
 def set_torch_threads(threads: int) -> None:

@@ -10,9 +10,6 @@ training.
 
 from __future__ import annotations
 
-import math
-from typing import Literal
-
 import msgspec
 import numpy as np
 import torch
@@ -22,44 +19,15 @@ from engine.errors import TrainingDiverged
 from engine.games.base import Game
 from engine.network import PolicyValueNet, default_device
 from engine.samples import Samples
-
-
-class TrainConfig(msgspec.Struct, frozen=True, kw_only=True):
-    steps: int = 1000
-    batch_size: int = 256
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.02
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 1e-4
-    lr_schedule: Literal["constant", "step", "cosine"] = "cosine"
-    lr_decay_steps: tuple[int, ...] = ()  # "step": multiply by lr_decay_factor at each
-    lr_decay_factor: float = 0.1
-    lr_final_fraction: float = 0.05  # "cosine": the last step's lr as a fraction of lr
-    warmup_steps: int = 0
-    value_loss_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("TrainConfig.steps and batch_size must be >= 1")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError("TrainConfig.lr must be > 0 and weight_decay >= 0")
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate of step ``step`` (0-based)."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        if self.lr_schedule == "step":
-            return self.lr * self.lr_decay_factor ** sum(step >= s for s in self.lr_decay_steps)
-        if self.lr_schedule == "cosine":
-            span = max(1, self.steps - self.warmup_steps - 1)
-            t = min(1.0, (step - self.warmup_steps) / span)
-            floor = self.lr * self.lr_final_fraction
-            return floor + (self.lr - floor) * 0.5 * (1 + math.cos(math.pi * t))
-        return self.lr
-
-
-DEFAULT_CONNECT4_TRAIN = TrainConfig(steps=1000, batch_size=256, lr=0.02)
-DEFAULT_TICTACTOE_TRAIN = TrainConfig(steps=200, batch_size=64, lr=0.02)
+from engine.settings import (  # re-exported: the torch-free home of these
+    DEFAULT_CONNECT4_TRAIN as DEFAULT_CONNECT4_TRAIN,
+)
+from engine.settings import (
+    DEFAULT_TICTACTOE_TRAIN as DEFAULT_TICTACTOE_TRAIN,
+)
+from engine.settings import (
+    TrainConfig as TrainConfig,
+)
 
 
 class TrainReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,8 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.network import NetworkConfig
-from engine.train import TrainConfig
+from engine.settings import NetworkConfig, TrainConfig
 from streams.config import NatsSettings, load_config
 
 _STRICT = dict(frozen=True, kw_only=True, forbid_unknown_fields=True)

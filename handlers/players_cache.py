@@ -68,9 +68,7 @@ def build_player(
             if simulations < 1:
                 raise PlayerUnavailable(f"model {spec.model_id!r}: simulations must be >= 1")
             return NetworkMCTSPlayer(net, simulations=simulations, seed=seed, name=spec.model_id)
-    raise PlayerUnavailable(
-        f"unknown player kind {spec.kind!r} (known: model, random, pure_mcts)"
-    )
+    raise PlayerUnavailable(f"unknown player kind {spec.kind!r} (known: model, random, pure_mcts)")
 
 
 class PlayersCache:

@@ -124,6 +124,7 @@ class _Connection(asyncio.Protocol):
             return
         if rest:
             self._chunks, self._buffered = [rest], len(rest)
+        self.active = time.monotonic()  # a slow handle is not a silent server
 
     def _parse(self, buf: bytes) -> bytes:
         """Take every whole frame in ``buf``; return the incomplete tail."""

@@ -1,0 +1,346 @@
+"""The evaluation worker: plays match units from WORK and reports each pair as ``match.pair_played``.
+
+Any number of workers, in any process on any machine, share the run's one durable pull
+consumer of match units (``match_work_consumer``; the WORK stream's work-queue retention
+gives each unit to one worker). A worker takes one unit at a time and:
+
+- acknowledges it without play when its match is already completed (matches projection);
+- plays its pairs not yet counted (``engine.arena.play_pair`` in a thread, players from
+  ``PlayersCache``, the pair's opening and seed) and appends one ``match.pair_played`` per
+  pair with an id derived from the match and the pair index (``match_play.pair_event_id``,
+  the one the in-process match player uses too), so a pair played again, by a second worker
+  after a crash or by the same one, lands once; the projection counts a pair index once anyway;
+- signals ``in_progress`` after every pair and every ``ack_wait / 3`` during one, so a live
+  worker keeps its unit while a dead worker's unit goes to another after ``ack_wait``;
+- between pairs, on stop or halt, gives the unit back (nak: at once redeliverable, and the
+  pairs it already reported are skipped by whoever takes it). While the loop is halted it
+  takes no unit, so no match game starts.
+
+A unit that does not decode, or that cannot be played (unknown player kind, a model whose
+checkpoint is missing or corrupt, an illegal opening, another game) is recorded as
+``event.rejected`` and acknowledged. A heartbeat carries ``pairs_played`` and
+``games_per_minute`` (games finished in the last minute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.arena import PairResult, play_pair
+from engine.errors import IllegalMove
+from engine.games import get_game
+from engine.games.base import Game, Player
+from engine.network import set_torch_threads
+from handlers.evaluator_service import MATCH_PLAYERS, match_work_consumer
+from handlers.loop_config import LoopConfig
+from handlers.match_play import pair_event_id
+from handlers.players_cache import PlayersCache, PlayerUnavailable
+from projections.matches import MatchesProjection
+from projections.models import ModelRegistryProjection
+from projections.runner import ProjectionRunner
+from streams import codec, names
+from streams import events as ev
+from streams.consumer import Delivery
+from streams.envelope import derived_id
+from streams.errors import DecodeError
+from streams.kv import Heartbeat, beat
+from streams.store import EventStore
+from streams.work import MatchUnit, PairSpec
+
+__all__ = [
+    "ACK_WAIT_S",
+    "HANDLER",
+    "RANDOM_PLIES",
+    "EvalWorker",
+    "WorkerStats",
+    "pair_played",
+    "play_unit_pair",
+    "player_seeds",
+    "serve",
+]
+
+HANDLER = MATCH_PLAYERS  # "evalworker": heartbeat role, rejection handler name
+ACK_WAIT_S = 30.0  # a dead worker's unit goes to another after this long
+RANDOM_PLIES = 2  # random first moves of a pair with no opening (seeded by the pair)
+RETRY_DELAY_S = 5.0  # a unit naming a model not registered yet comes back after this long
+UNKNOWN_DELAY_S = 30.0  # a work item of a newer build is left for a newer worker
+RATE_WINDOW_S = 60.0
+
+log = logging.getLogger(__name__)
+
+
+# -- the pure part --------------------------------------------------------------------------
+
+
+def player_seeds(seed: int) -> tuple[int, int]:
+    """Independent seeds for the candidate and the opponent of the pair seeded ``seed``."""
+    a, b = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64)
+    return int(a) >> 1, int(b) >> 1
+
+
+def play_unit_pair(
+    game: Game, candidate: Player, opponent: Player, pair: PairSpec, random_plies: int = RANDOM_PLIES
+) -> PairResult:
+    """Play one pair: ``pair.opening``, or ``random_plies`` moves drawn by the pair's seed."""
+    rng = np.random.default_rng(pair.seed)
+    plies = 0 if pair.opening else random_plies
+    return play_pair(game, candidate, opponent, tuple(pair.opening), rng, plies)
+
+
+def pair_played(
+    run: str, unit: MatchUnit, pair: PairSpec, result: PairResult, worker: str
+) -> ev.MatchPairPlayed:
+    """The ``match.pair_played`` of ``pair`` of ``unit`` (id fixed by match and pair index)."""
+    first = result.games[0]
+    return ev.MatchPairPlayed(
+        id=pair_event_id(unit.match_id, pair.pair_index),
+        time=time.time(),
+        run=run,
+        causation_id=unit.id,
+        correlation_id=unit.correlation_id or unit.id,
+        match_id=unit.match_id,
+        unit_id=unit.unit_id,
+        pair_index=pair.pair_index,
+        opening=list(first.moves[: first.opening_plies]),
+        pentanomial=result.pentanomial_index,
+        games=[list(g.moves) for g in result.games],
+        outcomes=[g.outcome for g in result.games],
+        worker=worker,
+    )
+
+
+@dataclass
+class WorkerStats:
+    pairs_played: int = 0
+    units_done: int = 0
+    units_skipped: int = 0  # their match was already completed
+    units_rejected: int = 0
+    units_abandoned: int = 0  # given back on stop or halt
+    recent_games: deque[float] = field(default_factory=deque)  # monotonic end times
+
+    def played(self, now: float, games: int = 2) -> None:
+        self.pairs_played += 1
+        self.recent_games.extend([now] * games)
+
+    def games_per_minute(self, now: float) -> float:
+        while self.recent_games and self.recent_games[0] < now - RATE_WINDOW_S:
+            self.recent_games.popleft()
+        return len(self.recent_games) * 60.0 / RATE_WINDOW_S
+
+
+# -- the worker -----------------------------------------------------------------------------
+
+
+class EvalWorker:
+    """One match player on the shared consumer of ``run``'s match units."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        run: str,
+        config: LoopConfig,
+        *,
+        stop: asyncio.Event,
+        halted: Callable[[], bool] = lambda: False,
+        node: str = "",
+        ack_wait: float = ACK_WAIT_S,
+        poll_s: float = 0.5,
+    ):
+        self.store = store
+        self.run = run
+        self.config = config
+        self.stop = stop
+        self.halted = halted
+        self.node = node or f"{socket.gethostname()}-{HANDLER}"
+        self.ack_wait = ack_wait
+        self.poll_s = poll_s
+        self.beat_every = config.health.interval_s
+        self.game = get_game(config.game.name, **config.game.params)
+        self.consumer = match_work_consumer(store.log, run)
+        self.registry = ProjectionRunner(store, ModelRegistryProjection(), run)
+        self.matches = ProjectionRunner(store, MatchesProjection(), run)
+        self.players = PlayersCache(
+            store.log, self.game, self.registry, default_simulations=config.evaluation.simulations
+        )
+        self.stats = WorkerStats()
+        self._current: Delivery | None = None  # the unit being played
+        self._touched = 0.0  # when it was last marked in progress
+
+    async def run_until_stopped(self) -> None:
+        await self.registry.follow()
+        await self.matches.follow()
+        await self.consumer.open(ack_wait=self.ack_wait)
+        pulse = asyncio.create_task(self._pulse())
+        try:
+            while not self.stop.is_set():
+                if self.halted():
+                    await self._sleep(self.poll_s)
+                    continue
+                for delivery in await self.consumer.fetch(1, timeout=self.poll_s):
+                    await self.take(delivery)
+        finally:
+            pulse.cancel()
+            await asyncio.gather(pulse, return_exceptions=True)
+            await self.consumer.close()
+            await self.registry.stop()
+            await self.matches.stop()
+
+    async def take(self, delivery: Delivery) -> None:
+        """Decode one work item and play it, or record why it cannot be played."""
+        try:
+            item = codec.decode(delivery.data)
+        except DecodeError as exc:
+            await self._reject(delivery, str(exc))
+            return
+        if isinstance(item, codec.UnknownEvent):
+            log.warning("%s: work item %r of a newer build left for a newer worker", self.node, item.type)
+            await delivery.nak(delay=UNKNOWN_DELAY_S)
+            return
+        if not isinstance(item, MatchUnit):
+            await self._reject(delivery, f"not a match unit: {item.tag}")
+            return
+        if item.game != self.game.name:
+            reason = f"unit {item.unit_id} is for {item.game}; this run plays {self.game.name}"
+            await self._reject(delivery, reason)
+            return
+        await self.play_unit(item, delivery)
+
+    async def play_unit(self, unit: MatchUnit, delivery: Delivery) -> None:
+        """Play the pairs of ``unit`` not yet counted; ack, give back (nak) or reject it."""
+        match = self.matches.state.get(unit.match_id)
+        if match is not None and match.completed:
+            self.stats.units_skipped += 1
+            log.info("%s: unit %s skipped: match %s is completed", self.node, unit.unit_id, unit.match_id)
+            await delivery.ack()
+            return
+        if delivery.delivered > 1:
+            log.info("%s: unit %s redelivered (delivery %d)", self.node, unit.unit_id, delivery.delivered)
+        self._current, self._touched = delivery, time.monotonic()
+        try:
+            outcome = await self._play_pairs(unit, delivery)
+        finally:
+            self._current = None
+        match outcome:
+            case "done":
+                self.stats.units_done += 1
+                await delivery.ack()
+            case "abandoned":
+                self.stats.units_abandoned += 1
+                log.info("%s: unit %s given back (stop or halt)", self.node, unit.unit_id)
+                await delivery.nak()
+            case "retry":
+                await delivery.nak(delay=RETRY_DELAY_S)
+            case reason:
+                await self._reject(delivery, reason)
+
+    async def _play_pairs(self, unit: MatchUnit, delivery: Delivery) -> str:
+        """``done``, ``abandoned``, ``retry``, or the reason the unit cannot be played."""
+        for pair in unit.pairs:
+            if self.stop.is_set() or self.halted():
+                return "abandoned"
+            match = self.matches.state.get(unit.match_id)
+            if match is not None and match.completed:
+                return "done"  # decided meanwhile: the rest is not needed
+            if match is not None and pair.pair_index in match.pairs_counted:
+                continue
+            candidate_seed, opponent_seed = player_seeds(pair.seed)
+            try:
+                candidate = await self.players.player(unit.candidate, candidate_seed)
+                opponent = await self.players.player(unit.opponent, opponent_seed)
+                result = await asyncio.to_thread(play_unit_pair, self.game, candidate, opponent, pair)
+            except PlayerUnavailable as exc:
+                if exc.retry:
+                    log.warning("%s: unit %s put back: %s", self.node, unit.unit_id, exc)
+                    return "retry"
+                return f"unit {unit.unit_id}: {exc}"
+            except IllegalMove as exc:
+                return f"unit {unit.unit_id} pair {pair.pair_index}: {exc}"
+            await self.store.append(pair_played(self.run, unit, pair, result, self.node))
+            self.stats.played(time.monotonic())
+            await delivery.in_progress()
+            self._touched = time.monotonic()
+        return "done"
+
+    async def _reject(self, delivery: Delivery, reason: str) -> None:
+        """Record an unplayable work item as ``event.rejected`` (id fixed by its sequence), ack it."""
+        self.stats.units_rejected += 1
+        log.warning("%s: rejected %s #%d: %s", self.node, delivery.subject, delivery.seq, reason)
+        await self.store.append(
+            ev.EventRejected(
+                id=derived_id(f"{names.WORK}:{delivery.seq}", HANDLER),
+                time=delivery.time,
+                run=self.run,
+                stream=names.WORK,
+                subject=delivery.subject,
+                seq=delivery.seq,
+                reason=reason[:500],
+                handler=HANDLER,
+                payload_prefix=delivery.data[:64].hex(),
+            )
+        )
+        await delivery.ack()
+
+    # -- liveness ---------------------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        s = self.stats
+        await beat(
+            self.store.log,
+            self.run,
+            Heartbeat(
+                node=self.node,
+                host="",
+                roles=[HANDLER],
+                detail={
+                    "pairs_played": float(s.pairs_played),
+                    "games_per_minute": s.games_per_minute(time.monotonic()),
+                    "units_done": float(s.units_done),
+                    "units_skipped": float(s.units_skipped),
+                    "units_rejected": float(s.units_rejected),
+                    "units_abandoned": float(s.units_abandoned),
+                    "busy": 1.0 if self._current is not None else 0.0,
+                    "halted": 1.0 if self.halted() else 0.0,
+                },
+            ),
+        )
+
+    async def _pulse(self) -> None:
+        """Heartbeat every ``beat_every``; keep the unit being played from redelivery."""
+        touch_every = self.ack_wait / 3
+        last_beat = -float("inf")
+        while True:
+            now = time.monotonic()
+            try:
+                if now - last_beat >= self.beat_every:
+                    await self.heartbeat()
+                    last_beat = now
+                current = self._current
+                if current is not None and now - self._touched >= touch_every:
+                    await current.in_progress()
+                    self._touched = now
+            except Exception as exc:  # noqa: BLE001 - a lost beat is retried on the next tick
+                log.warning("%s: heartbeat / in-progress failed: %s", self.node, exc)
+            await asyncio.sleep(min(self.beat_every, touch_every))  # a timer, not synchronisation
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        except TimeoutError:
+            pass
+
+
+async def serve(ctx, config: LoopConfig) -> None:
+    """The evaluation worker service: plays match units until stopped; idle while halted."""
+    set_torch_threads(config.evaluation.torch_threads)
+    index = int(ctx.extra.get("index", 0))
+    node = ctx.extra.get("node") or f"{socket.gethostname()}-{HANDLER}-{index}"
+    worker = EvalWorker(ctx.store, ctx.run, config, stop=ctx.stop, halted=lambda: ctx.halted, node=node)
+    await worker.run_until_stopped()

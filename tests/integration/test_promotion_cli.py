@@ -1,0 +1,205 @@
+"""``jetzero promotion`` and ``scripts/model_promotion_manager.py`` against a real server, on a
+tic-tac-toe run with a tiny net: candidates refused with a reason (exit 2, nothing recorded),
+judged in-process to a verdict (exit 0 promoted, 1 rejected), rollback to a chosen promotion,
+and the history that shows it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+from typer.testing import CliRunner
+
+from engine.checkpoint import make_meta, save_checkpoint, save_checkpoint_file
+from engine.games import get_game
+from engine.network import DEFAULT_TICTACTOE_NETWORK, NetworkConfig, build_network
+from projections.models import ModelRegistryProjection
+from projections.runner import state_as_of
+from scripts.common import run_async
+from scripts.promotion_cli import app
+from streams import events as ev
+from streams import names
+from streams.connection import connect
+from streams.objects import put_object
+from streams.store import EventStore
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = "cli"
+TTT = get_game("tictactoe")
+PERMISSIVE = """\
+simulations: 4
+sprt: {elo0: -600.0, elo1: -500.0}   # any candidate not hopelessly worse is accepted quickly
+elo_threshold: -1000.0
+max_pairs: 30
+pairs_per_unit: 2
+regression: {previous_champions: 0, reference_players: [], max_pairs: 4}
+watch: {enabled: false}
+"""
+
+
+@pytest.fixture
+def config(tmp_path, nats_settings) -> Path:
+    promotion = tmp_path / "promotion.yaml"
+    promotion.write_text(PERMISSIVE)
+    path = tmp_path / "loop.yaml"
+    path.write_text(
+        f"run: {RUN}\ngame: {{name: tictactoe}}\nnats: {{url: '{nats_settings.client_url}'}}\n"
+        f"network: {msgspec.json.encode(DEFAULT_TICTACTOE_NETWORK).decode()}\n"
+        f"promotion_config: {promotion}\nevaluation: {{torch_threads: 1}}\n"
+    )
+    return path
+
+
+def in_log(settings, work):
+    """Run ``work(store)`` against the test server (these tests are sync: the CLI runs its own loop)."""
+
+    async def main():
+        conn = await connect(settings, name="test", long_lived=False)
+        try:
+            return await work(EventStore(conn))
+        finally:
+            await conn.close()
+
+    return run_async(main)
+
+
+def seed_run(settings) -> None:
+    """Generation 0 of the run: a stored tiny net recorded as the first checkpoint (the champion)."""
+    net = build_network(TTT, DEFAULT_TICTACTOE_NETWORK, seed=0)
+    data = save_checkpoint(net, make_meta(net, game=TTT, model_id=f"{RUN}-gen0"))
+
+    async def work(store: EventStore):
+        name = names.model_object(f"{RUN}-gen0")
+        digest = await put_object(store.log, names.OBJ_MODELS, name, data)
+        await store.append(ev.CheckpointSaved.new(
+            RUN, model_id=f"{RUN}-gen0", object_name=name, digest=digest, generation=0, game="tictactoe",
+            source="initial",
+        ))
+
+    in_log(settings, work)
+
+
+def candidate_file(path: Path, model_id: str, *, game: str = "tictactoe",
+                   arch: NetworkConfig = DEFAULT_TICTACTOE_NETWORK, seed: int = 1) -> Path:
+    g = get_game(game)
+    net = build_network(g, arch, seed=seed)
+    save_checkpoint_file(path, net, make_meta(net, game=g, model_id=model_id))
+    return path
+
+
+def all_events(settings) -> list:
+    async def work(store: EventStore):
+        return [s.event async for s in store.read(names.EVENTS)]
+
+    return in_log(settings, work)
+
+
+def registry(settings):
+    async def work(store: EventStore):
+        return (await state_as_of(store, ModelRegistryProjection(), RUN))[0]
+
+    return in_log(settings, work)
+
+
+def jetzero(*args: str | Path | int):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    print(result.output)  # shown when a test fails
+    return result
+
+
+def test_refused_candidates_exit_2_with_the_reason_and_record_nothing(tmp_path, config, nats_settings):
+    seed_run(nats_settings)
+    before = all_events(nats_settings)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
+    connect4 = candidate_file(tmp_path / "c4.pt", "c4-model", game="connect4",
+                              arch=NetworkConfig(blocks=1, channels=8, value_hidden=8))
+    wider = candidate_file(tmp_path / "wide.pt", "wide-model",
+                           arch=NetworkConfig(blocks=2, channels=8, value_hidden=8))
+    cases = [
+        (corrupt, "refused: checkpoint is corrupt or not a checkpoint"),
+        (connect4, "refused: checkpoint c4-model is for connect4, not tictactoe"),
+        (wider, "refused: checkpoint wide-model has architecture"),
+        (tmp_path / "missing.pt", "cannot read candidate"),
+    ]
+    for path, reason in cases:
+        result = jetzero("candidate", path, "--config", config, "--play", "local")
+        assert result.exit_code == 2, (path, result.output)
+        assert reason in result.output and "Traceback" not in result.output
+    after = all_events(nats_settings)
+    assert len(after) == len(before)  # nothing recorded: no checkpoint, no decision
+    assert registry(nats_settings).champion.model_id == f"{RUN}-gen0"
+
+
+def test_a_valid_candidate_is_judged_in_process_and_promoted_with_exit_0(tmp_path, config, nats_settings):
+    seed_run(nats_settings)
+    path = candidate_file(tmp_path / "new_model.pt", "cand-1")
+    result = jetzero("candidate", path, "--config", config, "--play", "local", "--timeout", "60")
+    assert result.exit_code == 0, result.output
+    assert "imported cand-1" in result.output and "playing the matches in this process" in result.output
+    assert "gate" in result.output and "→ accept" in result.output  # progress, then the decision
+    assert f"PROMOTED cand-1 (candidate.promoted #" in result.output
+    events = all_events(nats_settings)
+    [saved] = [e for e in events if isinstance(e, ev.CheckpointSaved) and e.source == "import"]
+    assert saved.model_id == "cand-1" and saved.generation == 1 and len(saved.digest) == 64
+    pairs = [e for e in events if isinstance(e, ev.MatchPairPlayed)]
+    [completed] = [e for e in events if isinstance(e, ev.MatchCompleted)]
+    assert completed.verdict == "accept" and completed.pairs <= len(pairs)
+    assert len({p.pair_index for p in pairs}) == len(pairs)  # every pair played once
+    assert all(len(p.games) == 2 and p.worker == "promotion-manager" for p in pairs)
+    state = registry(nats_settings)
+    assert state.champion.model_id == "cand-1" and state.champion.generation == 1
+    again = jetzero("candidate", path, "--config", config, "--play", "local")  # the same file
+    assert again.exit_code == 0 and "already in run" in again.output and "PROMOTED cand-1" in again.output
+    assert len([e for e in all_events(nats_settings) if isinstance(e, ev.CandidatePromoted)]) == 1
+
+
+def test_the_script_rejects_a_candidate_below_the_threshold_with_exit_1(tmp_path, config, nats_settings):
+    seed_run(nats_settings)
+    path = candidate_file(tmp_path / "weak.pt", "cand-2", seed=2)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "model_promotion_manager.py"), "--candidate", str(path),
+         "--config", str(config), "--play", "local", "--elo-threshold", "5000", "--timeout", "60"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "REJECTED cand-2" in out.stdout and "elo_threshold" in out.stdout
+    [rejected] = [e for e in all_events(nats_settings) if isinstance(e, ev.CandidateRejected)]
+    assert rejected.model_id == "cand-2"
+    gates = {g.gate: g for g in rejected.gates}
+    assert gates["sprt"].passed and not gates["elo_threshold"].passed
+    assert gates["elo_threshold"].figures["threshold"] == 5000.0
+    assert registry(nats_settings).champion.model_id == f"{RUN}-gen0"
+
+
+def test_rollback_to_a_promotion_makes_its_model_the_champion(config, nats_settings):
+    async def line(store: EventStore) -> list[int]:
+        seqs = [await store.append(ev.CheckpointSaved.new(
+            RUN, model_id=m, object_name=m, digest=m, generation=g)) for g, m in enumerate("oab")]
+        for previous, model in (("o", "a"), ("a", "b")):
+            seqs.append(await store.append(
+                ev.CandidatePromoted.new(RUN, model_id=model, previous_champion=previous)))
+        return seqs
+
+    seqs = in_log(nats_settings, line)
+    promoted_a = seqs[3]
+    result = jetzero("rollback", "--config", config, "--to", promoted_a, "--reason", "b plays badly")
+    assert result.exit_code == 0, result.output
+    assert f"to promotion #{promoted_a}: the champion is a; reverted b" in result.output
+    state = registry(nats_settings)
+    assert state.champion.model_id == "a" and state.reverted_models == {"b"}
+    assert state.rollbacks[-1].reason == "b plays badly" and not state.rollbacks[-1].automatic
+    refused = jetzero("rollback", "--config", config, "--to", seqs[4])  # b's promotion, reverted now
+    assert refused.exit_code == 2 and "not effective" in refused.output
+    history = jetzero("history", "--config", config)
+    assert history.exit_code == 0, history.output
+    assert "champion: a" in history.output and "rolled back" in history.output
+    assert "(reverted)" in history.output and "b plays badly" in history.output
+    ratings = jetzero("ratings", "--config", config)
+    assert ratings.exit_code == 0 and "no completed matches" in ratings.output
