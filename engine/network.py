@@ -20,17 +20,13 @@ from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from engine.games.base import Game, State
-from engine.settings import (  # re-exported: the torch-free home of these
-    DEFAULT_CONNECT4_NETWORK as DEFAULT_CONNECT4_NETWORK,
-)
-from engine.settings import (
-    DEFAULT_TICTACTOE_NETWORK as DEFAULT_TICTACTOE_NETWORK,
-)
-from engine.settings import (
-    NetworkConfig as NetworkConfig,
-)
-from engine.settings import (
-    default_network_config as default_network_config,
+
+# The torch-free home of these settings is engine.settings; re-exported here.
+from engine.settings import (  # noqa: F401
+    DEFAULT_CONNECT4_NETWORK,
+    DEFAULT_TICTACTOE_NETWORK,
+    NetworkConfig,
+    default_network_config,
 )
 
 

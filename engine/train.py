@@ -19,15 +19,9 @@ from engine.errors import TrainingDiverged
 from engine.games.base import Game
 from engine.network import PolicyValueNet, default_device
 from engine.samples import Samples
-from engine.settings import (  # re-exported: the torch-free home of these
-    DEFAULT_CONNECT4_TRAIN as DEFAULT_CONNECT4_TRAIN,
-)
-from engine.settings import (
-    DEFAULT_TICTACTOE_TRAIN as DEFAULT_TICTACTOE_TRAIN,
-)
-from engine.settings import (
-    TrainConfig as TrainConfig,
-)
+
+# The torch-free home of these settings is engine.settings; re-exported here.
+from engine.settings import DEFAULT_CONNECT4_TRAIN, DEFAULT_TICTACTOE_TRAIN, TrainConfig  # noqa: F401
 
 
 class TrainReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -437,7 +437,8 @@ async def publish(
             for index, (subject, payload, msg_id) in enumerate(messages):
                 if seqs[index] != 0:
                     continue
-                if len(payload) > max_payload:
+                header = hdr_msg_id + msg_id.encode() + b"\r\n\r\n"
+                if len(header) + len(payload) > max_payload:
                     protocol.in_flight += 1
                     protocol._settle(index, 0, f"{len(payload)} bytes exceed the server's "
                                                 f"max_payload {max_payload}")
@@ -448,7 +449,6 @@ async def publish(
                     await protocol.wait_for_room()
                     if protocol.finished.done():
                         protocol.finished.result()  # raises Interrupted if the link broke
-                header = hdr_msg_id + msg_id.encode() + b"\r\n\r\n"
                 out += b"HPUB %s %s.%d %d %d\r\n" % (
                     subject.encode(), inbox, index, len(header), len(header) + len(payload)
                 )
