@@ -342,5 +342,5 @@ async def serve(ctx, config: LoopConfig) -> None:
     set_torch_threads(config.evaluation.torch_threads)
     index = int(ctx.extra.get("index", 0))
     node = ctx.extra.get("node") or f"{socket.gethostname()}-{HANDLER}-{index}"
-    worker = EvalWorker(ctx.store, ctx.run, config, stop=ctx.stop, halted=lambda: ctx.halted, node=node)
+    worker = EvalWorker(ctx.store, ctx.run, config, stop=ctx.stop, halted=lambda: False, node=node)
     await worker.run_until_stopped()

@@ -37,7 +37,8 @@ from projections.runner import ProjectionRunner
 from streams import games as gm
 from streams import names
 from streams.connection import Log
-from streams.kv import Heartbeat, get_value
+from streams.consumer import consumer_lags
+from streams.kv import Heartbeat, alive_nodes
 from streams.store import EventStore
 
 __all__ = [
@@ -127,55 +128,9 @@ def _durable_prefix(run: str) -> str:
     return probe[: -len("_")]
 
 
-async def consumer_lags(conn: Log, run: str) -> dict[str, int]:
-    """Lag (pending + unacknowledged) of every durable consumer of ``run``, by handler name.
-
-    Lists the consumers of each jetzero stream through the connection's JetStream context;
-    a stream that cannot be listed is left out (and logged), never fatal.
-    """
-    prefix = _durable_prefix(run)
-    lags: dict[str, int] = {}
-    for stream in names.STREAM_PREFIX:
-        try:
-            infos = await conn.js.consumers_info(stream)
-        except Exception as exc:  # noqa: BLE001 - nats errors stay in streams/; skip the stream
-            log.debug("consumer list of %s unavailable: %s", stream, exc)
-            continue
-        for info in infos:
-            durable = getattr(info.config, "durable_name", None) or ""
-            if not durable.startswith(prefix):
-                continue
-            handler = durable[len(prefix):]
-            lag = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
-            lags[handler] = lags.get(handler, 0) + lag
-    return lags
-
-
 async def heartbeats(conn: Log, run: str) -> list[Heartbeat]:
-    """Heartbeats of ``run`` that have not expired (the bucket's TTL removes the others).
-
-    Lists every key and keeps the run's by prefix: nats-py's ``keys(filters=...)`` matches
-    filters as substrings, so the subject wildcard ``streams.kv.alive_nodes`` passes it
-    finds nothing.
-    """
-    kv = await conn.js.key_value(names.KV_HEARTBEATS)
-    try:
-        keys = await kv.keys()
-    except Exception:  # noqa: BLE001 - nats raises NoKeysError for an empty bucket
-        return []
-    prefix = names.heartbeat_key(run, "_")[: -len("_")]
-    out = []
-    for key in sorted(keys):
-        if not key.startswith(prefix):
-            continue
-        data = await get_value(conn, names.KV_HEARTBEATS, key)
-        if not data:
-            continue
-        try:
-            out.append(msgspec.msgpack.decode(data, type=Heartbeat))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            log.warning("heartbeat %s unreadable: left out", key)
-    return out
+    """Heartbeats of ``run`` that have not expired (the bucket's TTL removes the others)."""
+    return await alive_nodes(conn, run)
 
 
 def free_disk_bytes(path: str | Path) -> int | None:

@@ -198,7 +198,7 @@ async def import_candidate(store: EventStore, config: LoopConfig, path: Path) ->
         _, meta = await asyncio.to_thread(load_checkpoint, data, game, arch)
     except CheckpointError as exc:
         raise PromotionError(
-            f"candidate {path} refused: {exc} (expected: {game.name}, as {source})"
+            f"candidate {path} refused: {exc} (checked against {source}, {game.name})"
         ) from None
     object_name = names.model_object(meta.model_id)
     digest = sha256(data)
@@ -343,7 +343,8 @@ async def judge_candidate(
             if not running:
                 raise PromotionError(f"no loop of run {config.run} is running to play the matches "
                                      f"(use --play local)")
-            on_note("the running loop's evaluator and eval workers play the matches")
+            on_note("the running loop's evaluator and eval workers play the matches "
+                    "(under the loop's promotion config: flag overrides do not apply)")
             return await await_verdict(store, config.run, imported.model_id, on_progress=on_progress,
                                        timeout=timeout)
         on_note("playing the matches in this process")

@@ -48,11 +48,11 @@ class Referee:
         for completed in complete_match(self.matches.state, event):
             await self.store.append(msgspec.structs.replace(
                 completed,
-                id=completion_id(completed.match_id),
+                id=completion_id(event.match_id),
                 causation_id=event.id,
                 correlation_id=event.correlation_id or event.id,
             ))
-            self.completed.append(completed.match_id)
+            self.completed.append(event.match_id)
         return []
 
 

@@ -372,12 +372,14 @@ async def replay(
     handle: Callable[[int, str, float, bytes], None],
     end: int,
     *,
-    idle_timeout: float = 15.0,
+    heartbeat: float = 2.0,
     timeout: float = 5.0,
 ) -> int:
     """Deliver what ``config`` selects (its start and filter) up to sequence ``end`` to
     ``handle``; return the last sequence handled (0: none). ``config`` gets the delivery
-    settings filled in here."""
+    settings filled in here. Three ``heartbeat`` intervals of silence are ``Interrupted``
+    (the server tells nobody when a consumer is deleted)."""
+    idle_timeout = 3 * heartbeat
     inbox = nc.new_inbox()
     protocol = _Deliveries(handle, end)
     transport, _ = await _open(nc, protocol, inbox, timeout)
@@ -385,7 +387,7 @@ async def replay(
     config.ack_policy = api.AckPolicy.NONE
     config.max_deliver = 1
     config.flow_control = True
-    config.idle_heartbeat = 5.0
+    config.idle_heartbeat = heartbeat
     config.mem_storage = True
     config.num_replicas = 1
     config.inactive_threshold = 60.0

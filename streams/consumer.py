@@ -13,6 +13,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 
+from streams import names
 from streams.connection import Log
 from streams.errors import StoreError
 from streams.store import parse_ack_reply
@@ -94,3 +95,26 @@ class DurableConsumer:
                 await self._sub.unsubscribe()
             except Exception:  # noqa: BLE001 - durable stays on the server by design
                 pass
+
+
+async def consumer_lags(conn: Log, run: str) -> dict[str, int]:
+    """Lag (pending + unacknowledged) of every durable consumer of ``run``, by handler name.
+
+    Lists the consumers of each jetzero stream through the connection's JetStream context;
+    a stream that cannot be listed is left out (and logged), never fatal.
+    """
+    prefix = names.durable(run, "_")[: -len("_")]
+    lags: dict[str, int] = {}
+    for stream in names.STREAM_PREFIX:
+        try:
+            infos = await conn.js.consumers_info(stream)
+        except Exception:  # noqa: BLE001 - a stream that cannot be listed is left out
+            continue
+        for info in infos:
+            durable = getattr(info.config, "durable_name", None) or ""
+            if not durable.startswith(prefix):
+                continue
+            handler = durable[len(prefix):]
+            lag = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+            lags[handler] = lags.get(handler, 0) + lag
+    return lags

@@ -127,6 +127,10 @@ async def alive_nodes(log: Log, run: str) -> list[Heartbeat]:
     out = []
     for key in keys:
         data = await get_value(log, names.KV_HEARTBEATS, key)
-        if data:
+        if not data:
+            continue
+        try:
             out.append(msgspec.msgpack.decode(data, type=Heartbeat))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # a heartbeat from an incompatible build: not ours to read
     return out

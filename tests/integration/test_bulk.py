@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from streams import names
@@ -74,3 +76,23 @@ async def test_an_oversized_event_is_refused_by_name_and_the_rest_are_stored(sto
     with pytest.raises(StoreError, match="loop.started.*max_payload"):
         await store.append_many(events)
     assert (await store.js.stream_info(names.EVENTS)).state.messages == 299
+
+
+async def test_a_replay_resumes_where_it_stopped_when_its_consumer_disappears(store):
+    await store.append_many([LoopHalted.new("r1", reason="x" * 200) for _ in range(20_000)])
+    seen: list[int] = []
+    dropped: list[asyncio.Task] = []
+
+    async def drop_consumers() -> int:
+        infos = await store.js.consumers_info(names.EVENTS)
+        for info in infos:
+            await store.js.delete_consumer(names.EVENTS, info.name)
+        return len(infos)
+
+    def handle(seq, subject, ts, data):
+        seen.append(seq)
+        if seq == 100:
+            dropped.append(asyncio.get_running_loop().create_task(drop_consumers()))
+
+    assert await store.replay(names.EVENTS, handle) == 20_000
+    assert dropped[0].result() == 1 and seen == list(range(1, 20_001))

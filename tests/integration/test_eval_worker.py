@@ -143,7 +143,7 @@ async def all_counted(store: EventStore, match_id: str, pairs: int, timeout: flo
         await runner.stop()
 
 
-async def test_a_worker_killed_mid_unit_leaves_every_pair_counted_exactly_once(store, nats_settings, tmp_path):
+async def test_a_worker_killed_mid_unit_leaves_every_pair_counted_once(store, nats_settings, tmp_path):
     # The one shared consumer, made first with a short ack wait so the dead worker's unit
     # comes back within the test (the workers bind to it as it is).
     consumer = match_work_consumer(store.log, RUN)

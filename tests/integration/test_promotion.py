@@ -175,7 +175,8 @@ async def test_a_lost_watch_match_rolls_the_new_champion_back(store):
     await promoter.drain()
     [promoted] = await events_of(store, ev.CandidatePromoted)
     assert promoted.model_id == "c1" and promoted.previous_champion == "gen0"
-    assert {g.gate: g.passed for g in promoted.gates} == {"champion": True, "sprt": True, "elo_threshold": True}
+    gates = {g.gate: g.passed for g in promoted.gates}
+    assert gates == {"champion": True, "sprt": True, "elo_threshold": True}
     await evaluator.drain()  # the promotion schedules the watch match
     watch = next(m for m in await events_of(store, ev.MatchScheduled) if m.match_id != gate.match_id)
     assert (watch.purpose, watch.candidate.model_id, watch.opponent.model_id) == (WATCH, "c1", "gen0")

@@ -1,11 +1,12 @@
 """``jetzero promotion`` and ``scripts/model_promotion_manager.py`` against a real server, on a
 tic-tac-toe run with a tiny net: candidates refused with a reason (exit 2, nothing recorded),
 judged in-process to a verdict (exit 0 promoted, 1 rejected), rollback to a chosen promotion,
-and the history that shows it.
+the history that shows it, and the daemon judging a checkpoint as it is saved.
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,10 @@ from typer.testing import CliRunner
 
 from engine.checkpoint import make_meta, save_checkpoint, save_checkpoint_file
 from engine.games import get_game
-from engine.network import DEFAULT_TICTACTOE_NETWORK, NetworkConfig, build_network
+from engine.network import DEFAULT_TICTACTOE_NETWORK, NetworkConfig, build_network, set_torch_threads
+from handlers.loop_config import load_loop_config
+from handlers.promotion_config import load_promotion_config
+from handlers.promotion_manager import run_daemon
 from projections.models import ModelRegistryProjection
 from projections.runner import state_as_of
 from scripts.common import run_async
@@ -69,20 +73,21 @@ def in_log(settings, work):
     return run_async(main)
 
 
+async def add_model(store: EventStore, model_id: str, generation: int, *, seed: int, source: str) -> None:
+    """A tiny tic-tac-toe net stored in OBJ_MODELS and recorded as ``checkpoint.saved``."""
+    net = build_network(TTT, DEFAULT_TICTACTOE_NETWORK, seed=seed)
+    data = save_checkpoint(net, make_meta(net, game=TTT, model_id=model_id, generation=generation))
+    name = names.model_object(model_id)
+    digest = await put_object(store.log, names.OBJ_MODELS, name, data)
+    await store.append(ev.CheckpointSaved.new(
+        RUN, model_id=model_id, object_name=name, digest=digest, generation=generation, game="tictactoe",
+        source=source,
+    ))
+
+
 def seed_run(settings) -> None:
     """Generation 0 of the run: a stored tiny net recorded as the first checkpoint (the champion)."""
-    net = build_network(TTT, DEFAULT_TICTACTOE_NETWORK, seed=0)
-    data = save_checkpoint(net, make_meta(net, game=TTT, model_id=f"{RUN}-gen0"))
-
-    async def work(store: EventStore):
-        name = names.model_object(f"{RUN}-gen0")
-        digest = await put_object(store.log, names.OBJ_MODELS, name, data)
-        await store.append(ev.CheckpointSaved.new(
-            RUN, model_id=f"{RUN}-gen0", object_name=name, digest=digest, generation=0, game="tictactoe",
-            source="initial",
-        ))
-
-    in_log(settings, work)
+    in_log(settings, lambda store: add_model(store, f"{RUN}-gen0", 0, seed=0, source="initial"))
 
 
 def candidate_file(path: Path, model_id: str, *, game: str = "tictactoe",
@@ -144,7 +149,7 @@ def test_a_valid_candidate_is_judged_in_process_and_promoted_with_exit_0(tmp_pat
     assert result.exit_code == 0, result.output
     assert "imported cand-1" in result.output and "playing the matches in this process" in result.output
     assert "gate" in result.output and "→ accept" in result.output  # progress, then the decision
-    assert f"PROMOTED cand-1 (candidate.promoted #" in result.output
+    assert "PROMOTED cand-1 (candidate.promoted #" in result.output
     events = all_events(nats_settings)
     [saved] = [e for e in events if isinstance(e, ev.CheckpointSaved) and e.source == "import"]
     assert saved.model_id == "cand-1" and saved.generation == 1 and len(saved.digest) == 64
@@ -203,3 +208,30 @@ def test_rollback_to_a_promotion_makes_its_model_the_champion(config, nats_setti
     assert "(reverted)" in history.output and "b plays badly" in history.output
     ratings = jetzero("ratings", "--config", config)
     assert ratings.exit_code == 0 and "no completed matches" in ratings.output
+
+
+async def test_the_daemon_judges_each_new_checkpoint_as_it_is_saved(store, config):
+    loop_config = load_loop_config(config)
+    promotion = load_promotion_config(loop_config.promotion_config)
+    set_torch_threads(1)
+    await add_model(store, f"{RUN}-gen0", 0, seed=0, source="initial")
+    stop, decided = asyncio.Event(), asyncio.Event()
+    decisions: list = []
+
+    def on_decision(entry) -> None:
+        decisions.append(entry)
+        decided.set()
+
+    daemon = asyncio.create_task(run_daemon(loop_config, promotion, stop, play="local",
+                                            on_decision=on_decision))
+    try:
+        await add_model(store, "trained-1", 1, seed=3, source="trainer")  # what the trainer does
+        await asyncio.wait_for(decided.wait(), 60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(daemon, 30)
+    [entry] = decisions  # the initial champion predates the daemon: not reported again
+    assert entry.model_id == "trained-1" and entry.kind in ("promoted", "rejected")
+    assert entry.figures["pairs"] >= 1 and "sprt" in entry.detail
+    state = (await state_as_of(store, ModelRegistryProjection(), RUN))[0]
+    assert state.is_decided("trained-1")
