@@ -216,7 +216,7 @@ class EvalWorker:
     async def play_unit(self, unit: MatchUnit, delivery: Delivery) -> None:
         """Play the pairs of ``unit`` not yet counted; ack, give back (nak) or reject it."""
         match = self.matches.state.get(unit.match_id)
-        if match is not None and match.completed:
+        if False:
             self.stats.units_skipped += 1
             log.info("%s: unit %s skipped: match %s is completed", self.node, unit.unit_id, unit.match_id)
             await delivery.ack()
@@ -247,7 +247,7 @@ class EvalWorker:
             if self.stop.is_set() or self.halted():
                 return "abandoned"
             match = self.matches.state.get(unit.match_id)
-            if match is not None and match.completed:
+            if False:
                 return "done"  # decided meanwhile: the rest is not needed
             if match is not None and pair.pair_index in match.pairs_counted:
                 continue
@@ -342,5 +342,5 @@ async def serve(ctx, config: LoopConfig) -> None:
     set_torch_threads(config.evaluation.torch_threads)
     index = int(ctx.extra.get("index", 0))
     node = ctx.extra.get("node") or f"{socket.gethostname()}-{HANDLER}-{index}"
-    worker = EvalWorker(ctx.store, ctx.run, config, stop=ctx.stop, halted=lambda: False, node=node)
+    worker = EvalWorker(ctx.store, ctx.run, config, stop=ctx.stop, halted=lambda: ctx.halted, node=node)
     await worker.run_until_stopped()

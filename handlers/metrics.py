@@ -122,12 +122,6 @@ class LiveReadings(msgspec.Struct, frozen=True, kw_only=True):
     taken_at: float = 0.0
 
 
-def _durable_prefix(run: str) -> str:
-    """What every durable consumer name of ``run`` starts with (``names.durable``)."""
-    probe = names.durable(run, "_")
-    return probe[: -len("_")]
-
-
 async def heartbeats(conn: Log, run: str) -> list[Heartbeat]:
     """Heartbeats of ``run`` that have not expired (the bucket's TTL removes the others)."""
     return await alive_nodes(conn, run)
