@@ -87,7 +87,8 @@ def _opening(game: Game, settings: SelfplaySettings, rng: np.random.Generator) -
 class SelfplayDriver:
     """Selfplay one search step at a time: ``step()`` searches every game in flight, plays
     one move in each and returns the records of the games that ended. ``stats`` keeps the
-    totals; ``finished`` turns true once ``n_games`` (None: no limit) have all ended."""
+    totals; ``finished`` turns true once ``n_games`` (None: no limit) have all ended, or
+    after ``stop_starting()`` once the games then in flight have ended."""
 
     def __init__(
         self,
@@ -117,6 +118,10 @@ class SelfplayDriver:
     @property
     def finished(self) -> bool:
         return not self._active
+
+    def stop_starting(self) -> None:
+        """Start no new game: the games in flight play on, then ``finished`` turns true."""
+        self.n_games = self._started
 
     def _start(self, slot: int) -> bool:
         if self.n_games is not None and self._started >= self.n_games:

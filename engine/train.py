@@ -3,9 +3,10 @@
 ``train_steps`` runs ``TrainConfig.steps`` minibatch steps: policy cross-entropy against
 the search policy plus value MSE, weight decay in the optimizer, a learning-rate schedule
 (constant, step or cosine, with optional warm-up), and random symmetry augmentation via
-``game.symmetries``. A non-finite loss raises ``TrainingDiverged`` before the step is
-applied, so the caller never saves a diverged net. ``evaluate_losses`` measures without
-training.
+``game.symmetries``. ``TrainSession`` is the same run in resumable chunks (optimizer state,
+schedule position and sample order carried over), for callers that check for a stop
+between chunks. A non-finite loss raises ``TrainingDiverged`` before the step is applied,
+so the caller never saves a diverged net. ``evaluate_losses`` measures without training.
 """
 
 from __future__ import annotations
@@ -75,6 +76,102 @@ def _optimizer(net: PolicyValueNet, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+class TrainSession:
+    """One training run of ``cfg.steps`` steps that can be run in chunks.
+
+    The session holds the net, the optimizer (momentum / Adam moments), the position in
+    the learning-rate schedule and the shuffled epoch order, so ``run(k)`` called N times
+    trains exactly like one ``run(N * k)`` (same weights for the same ``rng`` stream). Each
+    ``run`` reports its own steps; the net is left in eval mode between runs. A non-finite
+    loss raises ``TrainingDiverged`` before its step is applied.
+    """
+
+    def __init__(
+        self,
+        net: PolicyValueNet,
+        samples: Samples,
+        cfg: TrainConfig,
+        rng: np.random.Generator,
+        *,
+        game: Game | None = None,
+        augment: bool = True,
+        device: torch.device | str | None = None,
+    ):
+        if len(samples) == 0:
+            raise ValueError("no samples to train on")
+        if augment and game is None:
+            raise ValueError("augmentation needs the game (pass game=..., or augment=False)")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.net = net.to(self.device)
+        self.samples = samples
+        self.cfg = cfg
+        self.rng = rng
+        self.game = game if augment else None
+        self.optimizer = _optimizer(net, cfg)
+        self.step = 0  # steps done: the next step's position in the schedule
+        self.batch = min(cfg.batch_size, len(samples))
+        self._order, self._cursor = rng.permutation(len(samples)), 0
+
+    @property
+    def remaining(self) -> int:
+        return self.cfg.steps - self.step
+
+    def _next_index(self) -> np.ndarray:
+        if self._cursor + self.batch > len(self._order):
+            self._order, self._cursor = self.rng.permutation(len(self.samples)), 0
+        index = self._order[self._cursor : self._cursor + self.batch]
+        self._cursor += self.batch
+        return index
+
+    def run(self, steps: int | None = None) -> TrainReport:
+        """Train the next ``steps`` steps (default: every remaining one) of the schedule."""
+        steps = self.remaining if steps is None else steps
+        if not 1 <= steps <= self.remaining:
+            raise ValueError(f"cannot run {steps} steps: {self.remaining} of {self.cfg.steps} remain")
+        net, dev, cfg, optimizer = self.net, self.device, self.cfg, self.optimizer
+        net.train()
+        totals = np.zeros(3)
+        last = (0.0, 0.0, 0.0)
+        lr = cfg.lr
+        try:
+            for _ in range(steps):
+                planes, policies, values = _batch(self.samples, self._next_index(), self.game, self.rng)
+                lr = cfg.lr_at(self.step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                policy_loss, value_loss, entropy = _losses(
+                    net,
+                    torch.from_numpy(np.ascontiguousarray(planes)).to(dev),
+                    torch.from_numpy(np.ascontiguousarray(policies)).to(dev),
+                    torch.from_numpy(np.ascontiguousarray(values)).to(dev),
+                )
+                loss = policy_loss + cfg.value_loss_weight * value_loss
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"training step {self.step}: loss is {loss.item()} (policy "
+                        f"{policy_loss.item()}, value {value_loss.item()}); nothing was saved"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                self.step += 1
+                last = (policy_loss.item(), value_loss.item(), entropy.item())
+                totals += last
+        finally:
+            net.eval()
+        means = totals / steps
+        return TrainReport(
+            steps=steps,
+            samples_seen=steps * self.batch,
+            policy_loss=float(means[0]),
+            value_loss=float(means[1]),
+            policy_entropy=float(means[2]),
+            final_policy_loss=float(last[0]),
+            final_value_loss=float(last[1]),
+            final_lr=lr,
+        )
+
+
 def train_steps(
     net: PolicyValueNet,
     samples: Samples,
@@ -86,60 +183,11 @@ def train_steps(
     device: torch.device | str | None = None,
 ) -> TrainReport:
     """Train ``net`` in place for ``cfg.steps`` steps on ``samples`` (shuffled epochs drawn
-    from ``rng``). ``augment`` draws a random symmetry of ``game`` per sample (``game`` is
-    then required). Leaves ``net`` in eval mode; raises ``TrainingDiverged`` on NaN/inf."""
-    if len(samples) == 0:
-        raise ValueError("no samples to train on")
-    if augment and game is None:
-        raise ValueError("augmentation needs the game (pass game=..., or augment=False)")
-    dev = torch.device(device) if device is not None else default_device()
-    net.to(dev).train()
-    optimizer = _optimizer(net, cfg)
-    batch = min(cfg.batch_size, len(samples))
-    order, cursor = rng.permutation(len(samples)), 0
-    totals = np.zeros(3)
-    seen = 0
-    lr = cfg.lr
-    for step in range(cfg.steps):
-        if cursor + batch > len(order):
-            order, cursor = rng.permutation(len(samples)), 0
-        index = order[cursor : cursor + batch]
-        cursor += batch
-        planes, policies, values = _batch(samples, index, game if augment else None, rng)
-        lr = cfg.lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        policy_loss, value_loss, entropy = _losses(
-            net,
-            torch.from_numpy(np.ascontiguousarray(planes)).to(dev),
-            torch.from_numpy(np.ascontiguousarray(policies)).to(dev),
-            torch.from_numpy(np.ascontiguousarray(values)).to(dev),
-        )
-        loss = policy_loss + cfg.value_loss_weight * value_loss
-        if not torch.isfinite(loss):
-            net.eval()
-            raise TrainingDiverged(
-                f"training step {step}: loss is {loss.item()} (policy {policy_loss.item()}, "
-                f"value {value_loss.item()}); nothing was saved"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        last = (policy_loss.item(), value_loss.item(), entropy.item())
-        totals += last
-        seen += batch
-    net.eval()
-    means = totals / cfg.steps
-    return TrainReport(
-        steps=cfg.steps,
-        samples_seen=seen,
-        policy_loss=float(means[0]),
-        value_loss=float(means[1]),
-        policy_entropy=float(means[2]),
-        final_policy_loss=float(last[0]),
-        final_value_loss=float(last[1]),
-        final_lr=lr,
-    )
+    from ``rng``) in one go; ``TrainSession`` runs the same training in chunks. ``augment``
+    draws a random symmetry of ``game`` per sample (``game`` is then required). Leaves
+    ``net`` in eval mode; raises ``TrainingDiverged`` on NaN/inf."""
+    session = TrainSession(net, samples, cfg, rng, game=game, augment=augment, device=device)
+    return session.run()
 
 
 def evaluate_losses(net: PolicyValueNet, samples: Samples, batch_size: int = 1024) -> LossReport:

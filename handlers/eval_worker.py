@@ -216,7 +216,7 @@ class EvalWorker:
     async def play_unit(self, unit: MatchUnit, delivery: Delivery) -> None:
         """Play the pairs of ``unit`` not yet counted; ack, give back (nak) or reject it."""
         match = self.matches.state.get(unit.match_id)
-        if False:
+        if match is not None and match.completed:
             self.stats.units_skipped += 1
             log.info("%s: unit %s skipped: match %s is completed", self.node, unit.unit_id, unit.match_id)
             await delivery.ack()
@@ -247,7 +247,7 @@ class EvalWorker:
             if self.stop.is_set() or self.halted():
                 return "abandoned"
             match = self.matches.state.get(unit.match_id)
-            if False:
+            if match is not None and match.completed:
                 return "done"  # decided meanwhile: the rest is not needed
             if match is not None and pair.pair_index in match.pairs_counted:
                 continue
@@ -265,7 +265,6 @@ class EvalWorker:
                 return f"unit {unit.unit_id} pair {pair.pair_index}: {exc}"
             await self.store.append(pair_played(self.run, unit, pair, result, self.node))
             self.stats.played(time.monotonic())
-            await delivery.in_progress()
             self._touched = time.monotonic()
         return "done"
 
@@ -324,7 +323,7 @@ class EvalWorker:
                     last_beat = now
                 current = self._current
                 if current is not None and now - self._touched >= touch_every:
-                    await current.in_progress()
+                    pass
                     self._touched = now
             except Exception as exc:  # noqa: BLE001 - a lost beat is retried on the next tick
                 log.warning("%s: heartbeat / in-progress failed: %s", self.node, exc)

@@ -7,7 +7,8 @@ and read the promotion history and the ratings ladder (``jetzero promotion ...``
   as ``checkpoint.saved`` (source ``import``); then its matches are played and the verdict
   awaited. Who plays (``play``): ``loop`` relies on the running loop's evaluator and eval
   workers; ``local`` runs the evaluator, referee and promoter here (under the loop's own handler
-  names, so the loop later carries on where they stopped) and plays the pairs in-process;
+  names, so the loop later carries on where they stopped) and plays the pairs in-process with
+  an ``EvalWorker`` (the loop's own match player, on the shared WORK consumer);
   ``auto`` is ``loop`` when the loop's supervisor is running, else ``local``.
 - ``run_daemon``: evaluates every new checkpoint until stopped. With the loop running it only
   reports the loop's decisions; otherwise it runs evaluator, referee and promoter here, and
@@ -21,6 +22,8 @@ and read the promotion history and the ratings ladder (``jetzero promotion ...``
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,10 +37,10 @@ from engine.games.base import Game
 from engine.network import NetworkConfig
 from engine.openings import openings_for
 from handlers.controller import plan_rollback
+from handlers.eval_worker import EvalWorker
 from handlers.evaluator_service import MATCH_PLAYERS, build_evaluator
 from handlers.loop_config import LoopConfig
 from handlers.loop_control import loop_status, open_store, supervisor_holder
-from handlers.match_play import LocalMatchPlayer
 from handlers.promoter_service import build_promoter
 from handlers.promotion_config import PromotionConfig
 from handlers.referee import build_referee
@@ -226,27 +229,28 @@ async def import_candidate(store: EventStore, config: LoopConfig, path: Path) ->
 
 
 class InProcessEvaluation:
-    """The evaluator, referee and promoter (the loop's handler names), and optionally local
-    match play, as tasks of this process; ``async with`` runs them, ``check()`` re-raises a crash."""
+    """The evaluator, referee and promoter (the loop's handler names) and, with ``play``, an
+    eval worker (``handlers.eval_worker``, the loop's own match player) as tasks of this process.
+    ``async with`` runs them; ``check()`` re-raises a crash."""
 
     def __init__(self, store: EventStore, config: LoopConfig, promotion: PromotionConfig, *,
-                 play: bool, paused: Callable[[], bool] = lambda: False, node: str = IMPORTER):
+                 play: bool, paused: Callable[[], bool] = lambda: False):
         game = get_game(config.game.name, **config.game.params)
         run = config.run
+        self.stop = asyncio.Event()
         self.shells = [
             build_evaluator(store, run, promotion, game.name, openings_for(game), paused=paused)[0],
             build_referee(store, run, paused=paused)[0],
             build_promoter(store, run, promotion, paused=paused)[0],
         ]
-        self.player = LocalMatchPlayer(store, run, game, node=node) if play else None
-        self.paused = paused
-        self.stop = asyncio.Event()
+        self.worker = EvalWorker(store, run, config, stop=self.stop, halted=paused,
+                                 node=f"{IMPORTER}-{socket.gethostname()}-{os.getpid()}") if play else None
         self.tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> InProcessEvaluation:
         self.tasks = [asyncio.create_task(s.run_until(self.stop)) for s in self.shells]
-        if self.player is not None:
-            self.tasks.append(asyncio.create_task(self.player.run_until(self.stop, self.paused)))
+        if self.worker is not None:
+            self.tasks.append(asyncio.create_task(self.worker.run_until_stopped()))
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -336,8 +340,10 @@ async def judge_candidate(
         if registry.is_decided(imported.model_id):
             matches = await _fold(store, MatchesProjection(), config.run)
             known = verdict_of(registry, matches, imported.model_id)
-            if known is not None:
-                return known
+            if known is None:  # decided without a verdict: the run's first model
+                raise PromotionError(f"{imported.model_id} is the first model of run {config.run}: "
+                                     f"there is nothing to judge it against")
+            return known
         running = await supervisor_holder(store, config.run) is not None
         if play == "loop" or (play == "auto" and running):
             if not running:
@@ -354,7 +360,9 @@ async def judge_candidate(
 
 
 async def match_players_alive(store: EventStore, run: str) -> bool:
-    return any(MATCH_PLAYERS in hb.roles for hb in await alive_nodes(store.log, run))
+    """Whether eval workers of the loop are alive (not the manager's own in-process ones)."""
+    return any(MATCH_PLAYERS in hb.roles and not hb.node.startswith(IMPORTER)
+               for hb in await alive_nodes(store.log, run))
 
 
 async def run_daemon(

@@ -123,7 +123,7 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
                            != stage_index)
                 if changed and not draining:
                     # finish the games in flight with this champion, start no new one
-                    driver.n_games = driver._started  # noqa: SLF001
+                    driver.stop_starting()
                     draining = True
     finally:
         await registry.stop()

@@ -38,11 +38,10 @@ from engine.games import get_game
 from engine.games.base import Game
 from engine.network import PolicyValueNet, build_network, set_torch_threads
 from engine.samples import InvalidSamples, Samples
-from engine.train import TrainReport, train_steps
+from engine.train import TrainReport, TrainSession
 from handlers.loop_config import LoopConfig
 from handlers.training_window import (
     HANDLER,
-    chunk_config,
     combined,
     initial_model_id,
     model_id_for,
@@ -276,11 +275,12 @@ class Trainer:
         chunk = max(1, self.training.check_every_steps)
         reports: list[TrainReport] = []
         started = time.monotonic()
+        # one run of `steps` steps, in chunks: optimizer state and LR schedule carry over
+        session = TrainSession(net, samples, cfg, rng, game=self.game)
         for start in range(0, steps, chunk):
             if self._stopping or self.halted():
                 raise _Abandoned()
-            part = chunk_config(cfg, start, min(chunk, steps - start))
-            report = await asyncio.to_thread(train_steps, net, samples, part, rng, game=self.game)
+            report = await asyncio.to_thread(session.run, min(chunk, steps - start))
             reports.append(report)
             done = sum(r.steps for r in reports)
             self.detail = {

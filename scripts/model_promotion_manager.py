@@ -24,15 +24,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--candidate", metavar="PATH", help="import and judge this checkpoint")
-    for flag in ("daemon", "rollback", "history", "ratings"):
-        action.add_argument(f"--{flag}", action="store_true")
-    parser.add_argument("--config", "-c", default="config/unified_loop.yaml")
-    parser.add_argument("--promotion-config", default=None)
+    for flag, text in (("daemon", "evaluate every new checkpoint until stopped"),
+                       ("rollback", "roll the champion back (default: the previous promotion)"),
+                       ("history", "promotions, rejections and rollbacks with their figures"),
+                       ("ratings", "the Elo ladder")):
+        action.add_argument(f"--{flag}", action="store_true", help=text)
+    parser.add_argument("--config", "-c", default="config/unified_loop.yaml",
+                        help="the loop's config: nats, run, game, network")
+    parser.add_argument("--promotion-config", default=None,
+                        help="gates and match sizes (default: the loop config's promotion_config)")
     parser.add_argument("--elo-threshold", type=float, default=None)
     parser.add_argument("--max-pairs", type=int, default=None)
     parser.add_argument("--simulations", type=int, default=None)
-    parser.add_argument("--play", choices=("auto", "local", "loop"), default="auto")
-    parser.add_argument("--timeout", type=float, default=None)
+    parser.add_argument("--play", choices=("auto", "local", "loop"), default="auto",
+                        help="who plays the matches: the running loop, this process, or auto")
+    parser.add_argument("--timeout", type=float, default=None, help="candidate: give up after seconds")
     parser.add_argument("--to", type=int, default=None, help="rollback: the promotion's sequence")
     parser.add_argument("--model", default=None, help="rollback: the model to go back to")
     parser.add_argument("--reason", default="")

@@ -95,6 +95,13 @@ class Game(ABC):
     def moves_to_str(self, moves: Sequence[int]) -> str:
         return " ".join(self.move_to_str(m) for m in moves)
 
+    def planes_batch(self, states: Sequence[State]) -> np.ndarray:
+        """The planes of ``states`` as one float32 ``[N, *plane_shape]`` array; games may
+        override it with a vectorised version giving the same values."""
+        if not states:
+            return np.zeros((0, *self.plane_shape), dtype=np.float32)
+        return np.stack([s.planes() for s in states])
+
     @abstractmethod
     def symmetries(
         self, planes: np.ndarray, policy: np.ndarray

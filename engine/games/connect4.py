@@ -158,6 +158,10 @@ class ConnectFour(Game):
         )
         self._nbytes = (width * stride + 7) // 8
         self._bit_index_u64 = self._bit_index.astype(np.uint64) if width * stride <= 64 else None
+        # planes_batch: boards split into 64-bit words; each cell's word and shift in it
+        self._words = (width * stride + 63) // 64
+        self._cell_word = self._bit_index // 64
+        self._cell_shift = (self._bit_index % 64).astype(np.uint64)
         self._notation = {str(c + 1): c for c in range(width)}
 
     def __repr__(self) -> str:
@@ -220,6 +224,24 @@ class ConnectFour(Game):
             (planes.copy(), policy.copy()),
             (planes[..., ::-1].copy(), policy[..., ::-1].copy()),
         ]
+
+    def planes_batch(self, states: Sequence[State]) -> np.ndarray:
+        """``np.stack([s.planes() for s in states])``, computed for the whole batch at once
+        from the bitboards (several times faster on search-sized batches)."""
+        n = len(states)
+        out = np.empty((n, *self.plane_shape), dtype=np.float32)
+        if n == 0:
+            return out
+        current = [s._current for s in states]  # type: ignore[attr-defined]
+        opponent = [c ^ s._mask for c, s in zip(current, states, strict=True)]  # type: ignore[attr-defined]
+        words = np.empty((n, 2, self._words), dtype=np.uint64)
+        low = (1 << 64) - 1
+        for w in range(self._words):
+            words[:, 0, w] = np.fromiter(((c >> (64 * w)) & low for c in current), np.uint64, n)
+            words[:, 1, w] = np.fromiter(((o >> (64 * w)) & low for o in opponent), np.uint64, n)
+        out[:, :2] = (words[:, :, self._cell_word] >> self._cell_shift) & np.uint64(1)
+        out[:, 2] = np.fromiter((len(s.moves) & 1 for s in states), np.float32, n)[:, None, None]
+        return out
 
     def mirror_move(self, move: int) -> int:
         return self.width - 1 - move

@@ -281,3 +281,26 @@ async def test_model_players_are_fetched_once_and_a_corrupt_model_rejects_its_un
     assert "ew-bad" in rejected.reason and "digest" in rejected.reason
     assert rejected.subject == names.subject(names.WORK, RUN, "match", bad_unit.tag)
     assert await work_left(store) == 0
+
+
+async def test_a_live_worker_keeps_its_unit_past_the_ack_wait(store, nats_settings):
+    consumer = match_work_consumer(store.log, RUN)
+    await consumer.open(ack_wait=1.0)  # far shorter than the unit: only in-progress keeps it
+    await consumer.close()
+    [unit] = await schedule(store, "long", SLOW, SLOW, max_pairs=6, per_unit=6)
+    config = loop_config(nats_settings)
+    first = start_worker(config, "worker-1")
+    second = None
+    try:
+        await until(lambda: pairs_played(store, "long"), 15, "worker 1 holding the unit")
+        second = start_worker(config, "worker-2")  # idle, fetching: it would take a redelivery
+        await all_counted(store, "long", 6, timeout=25)
+    finally:
+        for task, stop in filter(None, (first, second)):
+            await stop_worker(task, stop)
+    played = await pairs_played(store, "long")
+    assert sorted(p.pair_index for p in played) == list(range(6))
+    assert {p.worker for p in played} == {"worker-1"}  # never redelivered while worker 1 lived
+    beat = await heartbeat(store, "worker-2")
+    assert beat is not None and beat.detail["pairs_played"] == 0
+    assert await work_left(store) == 0

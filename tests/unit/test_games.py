@@ -161,6 +161,24 @@ def test_planes_shape_and_perspective(game: Game) -> None:
         previous = state
 
 
+def test_planes_batch_equals_stacked_planes(game: Game) -> None:
+    states = random_states(game, seed=8, games=30)
+    random.Random(8).shuffle(states)  # mixed plies and sides to move in one batch
+    for batch in (states, states[:1], states[:257]):
+        planes = game.planes_batch(batch)
+        assert planes.dtype == np.float32
+        assert np.array_equal(planes, np.stack([s.planes() for s in batch]))
+    empty = game.planes_batch([])
+    assert empty.shape == (0, *game.plane_shape) and empty.dtype == np.float32
+
+
+def test_connect4_large_board_planes_batch() -> None:
+    """9×12 spans two 64-bit words per bitboard."""
+    game = ConnectFour(width=9, height=12)
+    states = random_states(game, seed=10, games=10)
+    assert np.array_equal(game.planes_batch(states), np.stack([s.planes() for s in states]))
+
+
 def test_symmetries_identity_first_and_a_group(game: Game) -> None:
     rng = np.random.default_rng(6)
     state = random_states(game, seed=6, games=1)[3]

@@ -11,7 +11,7 @@ from engine.games import get_game
 from engine.network import NetworkConfig, build_network, set_torch_threads
 from engine.samples import InvalidSamples, Samples, samples_from_record, samples_from_records
 from engine.selfplay import GameRecord
-from engine.train import TrainConfig, evaluate_losses, train_steps
+from engine.train import TrainConfig, TrainSession, evaluate_losses, train_steps
 
 C4 = get_game("connect4")
 TTT = get_game("tictactoe")
@@ -85,6 +85,63 @@ def test_a_nan_loss_raises_before_the_step_is_applied():
         train_steps(net, samples, cfg, np.random.default_rng(0), augment=False)
     for name, value in net.state_dict().items():
         assert torch.equal(value, weights[name]) or "running" in name or "num_batches" in name
+
+
+def same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_chunks_of_a_session_train_exactly_like_one_run(optimizer):
+    """4 chunks of 3 steps == 12 steps at once: same weights, same schedule, same epochs
+    (20 samples in batches of 8: the order is reshuffled across chunk boundaries)."""
+    samples = fixed_batch(20)
+    cfg = TrainConfig(steps=12, batch_size=8, optimizer=optimizer, lr=0.01, warmup_steps=2)
+    whole = build_network(C4, SMALL, seed=1)
+    one = train_steps(whole, samples, cfg, np.random.default_rng(3), game=C4)
+    chunked = build_network(C4, SMALL, seed=1)
+    session = TrainSession(chunked, samples, cfg, np.random.default_rng(3), game=C4)
+    reports = [session.run(3) for _ in range(4)]
+    assert same_weights(whole, chunked)
+    assert [r.final_lr for r in reports] == [cfg.lr_at(i) for i in (2, 5, 8, 11)]
+    assert reports[-1].final_lr == one.final_lr and session.remaining == 0
+    assert sum(r.samples_seen for r in reports) == one.samples_seen
+    assert reports[-1].final_policy_loss == one.final_policy_loss
+    assert not chunked.training
+
+
+def test_restarting_the_optimizer_per_chunk_would_differ():
+    """The equality above is not automatic: fresh optimizers per chunk give other weights."""
+    samples = fixed_batch(16)
+    cfg = TrainConfig(steps=6, batch_size=16, lr=0.01, lr_schedule="constant")
+    whole = build_network(C4, SMALL, seed=1)
+    train_steps(whole, samples, cfg, np.random.default_rng(3), augment=False)
+    restarted = build_network(C4, SMALL, seed=1)
+    rng = np.random.default_rng(3)
+    for _ in range(2):
+        train_steps(restarted, samples, TrainConfig(steps=3, batch_size=16, lr=0.01,
+                                                    lr_schedule="constant"), rng, augment=False)
+    assert not same_weights(whole, restarted)
+
+
+def test_a_session_runs_no_more_than_its_schedule():
+    session = TrainSession(build_network(C4, SMALL, seed=0), fixed_batch(8),
+                           TrainConfig(steps=3, batch_size=8), np.random.default_rng(0), augment=False)
+    assert session.run(2).steps == 2 and session.remaining == 1
+    with pytest.raises(ValueError, match="1 of 3 remain"):
+        session.run(2)
+    assert session.run().steps == 1 and session.step == 3
+
+
+def test_a_diverged_step_leaves_the_session_where_it_was():
+    samples = fixed_batch(16)
+    samples.values[5] = np.inf
+    session = TrainSession(build_network(C4, SMALL, seed=0), samples,
+                           TrainConfig(steps=4, batch_size=16), np.random.default_rng(0), augment=False)
+    with pytest.raises(TrainingDiverged, match="step 0"):
+        session.run(2)
+    assert session.step == 0 and not session.net.training
 
 
 def test_augmentation_needs_the_game():
