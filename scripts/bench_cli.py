@@ -69,7 +69,9 @@ def connect4(
         None, "--limit", min=1, help="grade K positions evenly spread through the file"
     ),
     reference_rollouts: int = typer.Option(
-        DEFAULT_REFERENCE_ROLLOUTS, "--reference-rollouts", min=0,
+        DEFAULT_REFERENCE_ROLLOUTS,
+        "--reference-rollouts",
+        min=0,
         help="iterations of the pure-MCTS reference (0: random reference only)",
     ),
     no_references: bool = typer.Option(False, "--no-references", help="skip the reference players"),

@@ -120,14 +120,24 @@ def test_restarting_the_optimizer_per_chunk_would_differ():
     restarted = build_network(C4, SMALL, seed=1)
     rng = np.random.default_rng(3)
     for _ in range(2):
-        train_steps(restarted, samples, TrainConfig(steps=3, batch_size=16, lr=0.01,
-                                                    lr_schedule="constant"), rng, augment=False)
+        train_steps(
+            restarted,
+            samples,
+            TrainConfig(steps=3, batch_size=16, lr=0.01, lr_schedule="constant"),
+            rng,
+            augment=False,
+        )
     assert not same_weights(whole, restarted)
 
 
 def test_a_session_runs_no_more_than_its_schedule():
-    session = TrainSession(build_network(C4, SMALL, seed=0), fixed_batch(8),
-                           TrainConfig(steps=3, batch_size=8), np.random.default_rng(0), augment=False)
+    session = TrainSession(
+        build_network(C4, SMALL, seed=0),
+        fixed_batch(8),
+        TrainConfig(steps=3, batch_size=8),
+        np.random.default_rng(0),
+        augment=False,
+    )
     assert session.run(2).steps == 2 and session.remaining == 1
     with pytest.raises(ValueError, match="1 of 3 remain"):
         session.run(2)
@@ -137,8 +147,13 @@ def test_a_session_runs_no_more_than_its_schedule():
 def test_a_diverged_step_leaves_the_session_where_it_was():
     samples = fixed_batch(16)
     samples.values[5] = np.inf
-    session = TrainSession(build_network(C4, SMALL, seed=0), samples,
-                           TrainConfig(steps=4, batch_size=16), np.random.default_rng(0), augment=False)
+    session = TrainSession(
+        build_network(C4, SMALL, seed=0),
+        samples,
+        TrainConfig(steps=4, batch_size=16),
+        np.random.default_rng(0),
+        augment=False,
+    )
     with pytest.raises(TrainingDiverged, match="step 0"):
         session.run(2)
     assert session.step == 0 and not session.net.training
