@@ -4,17 +4,15 @@
 (or None): the window's shards (``projections.pool.training_window``), the parent (the newest
 checkpoint not reverted; after a rollback, one saved since it, else the champion) and the
 samples planned (at most ``max_samples_per_position`` per new position and ``train.steps``
-steps). The trainer runs the plan in chunks of steps; ``chunk_config`` and ``combined`` are
-the pieces that keep a chunked run one run.
+steps). The trainer runs the plan in chunks of steps (one ``TrainSession``); ``combined`` adds up
+the chunks' reports.
 """
 
 from __future__ import annotations
 
 import time
 
-import msgspec
-
-from engine.train import TrainConfig, TrainReport
+from engine.train import TrainReport
 from handlers.loop_config import TrainingSection
 from projections.models import ModelRecord, ModelRegistry
 from projections.pool import Pool, training_window
@@ -24,7 +22,6 @@ from streams.envelope import derived_id
 __all__ = [
     "HANDLER",
     "choose_parent",
-    "chunk_config",
     "combined",
     "initial_model_id",
     "model_id_for",
@@ -100,13 +97,6 @@ def plan_training(
         shards=[s.shard_id for s in window],
         window_positions=positions,
         samples_planned=steps * batch,
-    )
-
-
-def chunk_config(cfg: TrainConfig, start: int, steps: int) -> TrainConfig:
-    """Steps ``start .. start+steps`` of ``cfg`` at the schedule's learning rate for ``start``."""
-    return msgspec.structs.replace(
-        cfg, steps=steps, lr=cfg.lr_at(start), lr_schedule="constant", warmup_steps=0
     )
 
 
