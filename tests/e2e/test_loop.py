@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from projections.models import ModelRegistryProjection, lineage
-from projections.pool import PoolProjection
+from projections.pool import PoolProjection, training_window
 from projections.runner import ProjectionRunner
 from streams import names
 from streams.kv import alive_nodes
@@ -112,7 +112,8 @@ async def _run_scenario(store, cfg, config: Path, metrics_port: int) -> None:
     for tag in ("loop.started", "pool.batch_synced", "training.started", "checkpoint.saved",
                 "match.scheduled", "match.pair_played", "match.completed", "candidate.promoted"):
         assert kinds[tag] >= 1, f"no {tag} in {kinds}"
-    first_promotion = next(p for p in registry.state.promotions if not p.initial)
+    first_promotion = registry.state.promotions[0]  # generation 0, the first champion
+    promoted_model = next(p for p in registry.state.promotions if not p.initial).model_id
 
     # metrics from the real endpoint follow the projections
     text = await until(lambda: _scrape_when(metrics_port, "jetzero_champion_generation"), 60,
@@ -173,6 +174,13 @@ async def _run_scenario(store, cfg, config: Path, metrics_port: int) -> None:
     state = await registry.wait_for(lambda s: bool(s.rollbacks), timeout=30)
     assert state.champion.model_id == first_promotion.model_id
     assert lineage(state)[-1].model_id == first_promotion.model_id
+    assert promoted_model in state.reverted_models
+    # the games of reverted models leave the training window
+    pool = ProjectionRunner(store, PoolProjection(), "e2e")
+    await pool.catch_up()
+    window = training_window(pool.state, state, cfg.training)
+    assert window and not any(sh.model_id in state.reverted_models for sh in window)
+    assert any(sh.model_id in state.reverted_models for sh in pool.state.shards)
 
     # every game id once; every checkpoint evaluated once; no model promoted twice
     games = await tags(store, names.GAMES)
