@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import random  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -336,7 +337,7 @@ async def bench(args: argparse.Namespace, settings: NatsSettings) -> dict:
         replay = await bench_replay(log, store, events, args.rounds)
         del events
         await reset_streams(log)
-        small = min(args.replay_events // 10, args.replay_events)
+        small = max(1, args.replay_events // 10)
         await fill_memory_log(store, args.replay_events)
     finally:
         await log.close()
@@ -346,6 +347,10 @@ async def bench(args: argparse.Namespace, settings: NatsSettings) -> dict:
         "full": run_memory_child(url, args.replay_events),
     }
     return {"append": append, "replay": replay, "memory": memory}
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
 
 
 def report(args: argparse.Namespace, figures: dict) -> dict:
@@ -360,7 +365,9 @@ def report(args: argparse.Namespace, figures: dict) -> dict:
         ("jetzero replay + decode + fold", r["ours"], "events/s"),
     ]
     print(f"\n{args.events:,} events, mean payload {a['bytes']:.0f} B "
-          f"(90% game.finished, 10% control); best / worst of {args.rounds} rounds\n")
+          f"(90% game.finished, 10% control); best / worst of {args.rounds} rounds; "
+          f"load average {figures['load'][0]:.1f} at start, {figures['load'][1]:.1f} at end")
+    print("append_many's time includes encoding the events; publish_async gets the bytes\n")
     print(f"{'measurement':<44}{'best':>12}{'worst':>12}")
     for label, values, unit in rows:
         print(f"{label:<44}{max(values):>12,.0f}{min(values):>12,.0f}  {unit}")
@@ -377,6 +384,7 @@ def report(args: argparse.Namespace, figures: dict) -> dict:
         "events": args.events,
         "mean_payload_bytes": round(a["bytes"]),
         "rounds": args.rounds,
+        "load_avg_1m": [round(x, 2) for x in figures["load"]],
         "publish_async_eps": [round(x) for x in a["raw"]],
         "append_many_eps": [round(x) for x in a["ours"]],
         "ordered_consumer_raw_eps": [round(x) for x in r["raw"]],
@@ -417,8 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         server = EmbeddedServer(settings)
         server.start()
         try:
+            load = load_average()
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 figures = runner.run(bench(args, settings))
+            figures["load"] = (load, load_average())
         finally:
             server.stop()
     result = report(args, figures)

@@ -1,0 +1,532 @@
+"""Strength over time of the real loop on Connect Four, for a fixed wall-clock budget.
+
+    .venv/bin/python bench/learn_connect4.py [--minutes 60] [--config config/unified_loop.yaml]
+        [--sims 200] [--limit N] [--data-dir DIR] [--eval-threads 1] [--eval-nice 10]
+
+Starts a fresh run of the unified loop (its own data folder, embedded server and metrics on
+free ports, a timestamped run name; the derived config and a copy of the promotion config are
+written into the data folder, so the user's data is never touched) with the loop's own
+``--start``, follows the model registry, and at every change of champion (generation 0 at the
+start, every promotion, every rollback) grades the champion on the public solved positions
+with ``engine.bench_strength.measure_model``: raw policy, and network + MCTS at ``--sims``.
+Grading runs in one separate process with ``--eval-threads`` torch threads at ``--eval-nice``:
+it still competes with the loop for the cores. At the end the loop is stopped with its own
+``--stop``; the table of accuracy over time is printed, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from engine.bench_strength import PUBLIC_POSITIONS, RAW_POLICY, mcts_name, measure_model, spread
+from streams import names
+
+REPO = Path(__file__).resolve().parent.parent
+UNIFIED_LOOP = REPO / "scripts" / "unified_ai_loop.py"
+# The issue's reference (pure UCT at 10,000 iterations) and target, on the whole public set.
+REFERENCE = {"player": "pure UCT, 10,000 iterations", "outcome_optimal": 0.938, "exactly_optimal": 0.857}
+TARGET = {"outcome_optimal": 0.94, "exactly_optimal": 0.87, "within_minutes": 60.0}
+COUNTED = (
+    "pool.batch_synced", "training.started", "checkpoint.saved", "match.scheduled", "match.completed",
+    "candidate.promoted", "candidate.rejected", "champion.rolled_back", "process.restarted",
+    "health.check_failed", "event.rejected", "loop.halted",
+)
+
+
+# -- pure helpers -----------------------------------------------------------------------------
+
+
+def run_name(now: float) -> str:
+    return "learn-c4-" + time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+
+
+def derive_config(base: dict[str, Any], *, run: str, data_dir: Path, nats_port: int,
+                  metrics_port: int, promotion_config: Path) -> dict[str, Any]:
+    """``base`` (a loop config as plain data) made into a fresh, isolated run: embedded server on
+    ``nats_port`` with its store in ``data_dir``, logs there, metrics on ``metrics_port``."""
+    out = json.loads(json.dumps(base))  # a deep copy of plain YAML data
+    out["run"] = run
+    nats = out.setdefault("nats", {})
+    nats.update(url=None, host="127.0.0.1", port=nats_port, data_dir=str(data_dir / "nats"))
+    out.setdefault("supervisor", {})["log_dir"] = str(data_dir / "logs")
+    out.setdefault("metrics", {}).update(host="127.0.0.1", port=metrics_port)
+    out["promotion_config"] = str(promotion_config)
+    return out
+
+
+class Counts(msgspec.Struct, frozen=True, kw_only=True):
+    by_tag: dict[str, int] = {}
+
+    def __getitem__(self, tag: str) -> int:
+        return self.by_tag.get(tag, 0)
+
+
+class EventCountsProjection:
+    """How many events of each counted tag the run has recorded (a pure fold)."""
+
+    name = "learn_bench_counts"
+    stream = names.EVENTS
+    state_type = Counts
+
+    def initial(self) -> Counts:
+        return Counts()
+
+    def apply(self, state: Counts, event: Any) -> Counts:
+        tag = getattr(event, "tag", "")
+        if tag not in COUNTED:
+            return state
+        return Counts(by_tag={**state.by_tag, tag: state[tag] + 1})
+
+
+@dataclass
+class Point:
+    """One champion on the curve: when it became champion, and its grades once measured."""
+
+    kind: str  # initial | promotion | rollback
+    minutes: float
+    generation: int
+    model_id: str
+    games: int
+    grades: dict[str, Any] | None = None  # grade_checkpoint's answer
+    error: str = ""
+    future: Any = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "minutes": round(self.minutes, 2), "generation": self.generation,
+                "model_id": self.model_id, "games": self.games, "error": self.error or None,
+                **(self.grades or {})}
+
+
+def _pct(tally: dict[str, Any]) -> str:
+    return f"{100 * tally['outcome_optimal']:5.1f} / {100 * tally['exactly_optimal']:5.1f}"
+
+
+def point_line(p: Point, short_id: str) -> str:
+    head = f"[{p.minutes:6.1f} min] {p.kind:<9} gen {p.generation:<3} {short_id:<18} games {p.games:>6}"
+    if p.grades is None:
+        return f"{head} | not measured: {p.error or 'pending'}"
+    raw, search = p.grades["raw"]["overall"], p.grades["search"]
+    bands = ", ".join(f"{b} {_pct(t)}" for b, t in search["bands"].items())
+    return (f"{head} | raw {_pct(raw)} | {p.grades['search_name']} {_pct(search['overall'])}"
+            f" ({bands}) | graded in {sum(p.grades['seconds'].values()):.0f} s")
+
+
+def curve_table(points: list[Point], short: dict[str, str]) -> str:
+    bands = next((list(p.grades["search"]["bands"]) for p in points if p.grades), [])
+    head = f"{'min':>6} {'kind':<9} {'gen':>3} {'model':<18} {'games':>6} {'raw':>13} {'search':>13}"
+    head += "".join(f" {b:>13}" for b in bands) + f" {'choice-matters':>14}"
+    lines = [head + "   (outcome-optimal % / exactly-optimal %)"]
+    for p in points:
+        row = f"{p.minutes:6.1f} {p.kind:<9} {p.generation:>3} {short[p.model_id]:<18} {p.games:>6}"
+        if p.grades is None:
+            lines.append(row + f" {'not measured: ' + (p.error or 'pending')}")
+            continue
+        s = p.grades["search"]
+        row += f" {_pct(p.grades['raw']['overall'])} {_pct(s['overall'])}"
+        row += "".join(f" {_pct(s['bands'][b])}" for b in bands) + f" {_pct(s['choice_matters'])}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def target_status(points: list[Point], whole_set: bool) -> dict[str, Any]:
+    """Whether some champion that arrived within the target's minutes reached the target with
+    search; only on the whole public set does it count as reached (a subset is indicative)."""
+    hit = next((p for p in points if p.grades and p.minutes <= TARGET["within_minutes"]
+                and p.grades["search"]["overall"]["outcome_optimal"] >= TARGET["outcome_optimal"]
+                and p.grades["search"]["overall"]["exactly_optimal"] >= TARGET["exactly_optimal"]), None)
+    return {"reached": hit is not None and whole_set, "reached_on_subset": hit is not None and not whole_set,
+            "first_at_minutes": None if hit is None else round(hit.minutes, 2),
+            "model_id": None if hit is None else hit.model_id}
+
+
+def short_ids(model_ids: list[str], run: str) -> dict[str, str]:
+    return {m: (m[len(run) + 1:] if m.startswith(run + "-") else m)[:18] for m in model_ids}
+
+
+# -- the grading process ----------------------------------------------------------------------
+
+
+def _init_grader(threads: int, nice: int) -> None:
+    if nice:
+        os.nice(nice)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the bench stops it; Ctrl-C goes to the bench
+    from engine.network import set_torch_threads
+
+    set_torch_threads(threads)
+
+
+def grade_checkpoint(path: str, sims: int, limit: int | None) -> dict[str, Any]:
+    """Grades of the checkpoint at ``path`` on the spread public positions (runs in the grader)."""
+    from engine.checkpoint import load_checkpoint_file
+    from engine.games.connect4 import ConnectFour
+    from engine.strength import load_positions
+
+    game = ConnectFour()
+    positions = spread(load_positions(PUBLIC_POSITIONS, game), limit)
+    net, _ = load_checkpoint_file(path, expect_game=game)
+    t0 = time.perf_counter()
+    raw = measure_model(net, positions, 0, game=game)[RAW_POLICY]
+    t1 = time.perf_counter()
+    search = measure_model(net, positions, sims, game=game, raw=False)[mcts_name(sims)]
+    t2 = time.perf_counter()
+    return {"positions": len(positions), "raw": msgspec.to_builtins(raw), "search_name": mcts_name(sims),
+            "search": msgspec.to_builtins(search), "seconds": {"raw": round(t1 - t0, 1),
+                                                               "search": round(t2 - t1, 1)}}
+
+
+# -- following the loop -----------------------------------------------------------------------
+
+
+
+@dataclass
+class Observation:
+    """What the bench saw of the run; filled in as it goes, so an interrupted run keeps it."""
+
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    points: list[Point] = field(default_factory=list)
+    printed: int = 0
+    counts: Counts = field(default_factory=Counts)
+    games: int = 0
+    loop_state: str = ""
+    halted: bool = False
+
+
+def settle(p: Point) -> bool:
+    """Take the grading's answer if it is in; True once the point is final."""
+    if p.future is None:
+        return True
+    if not p.future.done():
+        return False
+    if p.grades is None and not p.error:
+        try:
+            p.grades = p.future.result()
+        except Exception as exc:  # noqa: BLE001 - a failed grading is reported, the run goes on
+            p.error = f"grading failed: {exc.__class__.__name__}: {exc}"
+    return True
+
+
+def print_ready(obs: Observation, short: dict[str, str], *, block: bool = False) -> None:
+    """Print the points whose grades are in, in order (``block``: wait for every one)."""
+    while obs.printed < len(obs.points):
+        p = obs.points[obs.printed]
+        if block and p.future is not None:
+            cf.wait([p.future])
+        if not settle(p):
+            return
+        _print(point_line(p, short[p.model_id]))
+        obs.printed += 1
+
+
+def progress(c: Counts) -> str:
+    return (f"shards {c['pool.batch_synced']}, trainings {c['training.started']}, checkpoints "
+            f"{c['checkpoint.saved']}, matches {c['match.completed']}/{c['match.scheduled']}, "
+            f"promotions {c['candidate.promoted']}, rejections {c['candidate.rejected']}, "
+            f"rollbacks {c['champion.rolled_back']}, restarts {c['process.restarted']}, "
+            f"health failures {c['health.check_failed']}")
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+async def _games(store: Any, run: str) -> int:
+    """Games the run has recorded in ``GAMES`` (one message per finished selfplay game)."""
+    info = await store.js.stream_info(names.GAMES, subjects_filter=names.run_filter(names.GAMES, run))
+    return sum((info.state.subjects or {}).values())
+
+
+async def observe(cfg: Any, minutes: float, grade: Any, models_dir: Path,
+                  short: dict[str, str], obs: Observation, note_every_s: float = 300.0) -> None:
+    """Follow the run for ``minutes`` from its start; hand every new champion's checkpoint to
+    ``grade`` (``(model_id, path) -> concurrent future``) and print each grade once it is in."""
+    from engine.checkpoint import write_atomically
+    from handlers.loop_control import loop_status
+    from projections.loop_status import LoopStatusProjection
+    from projections.models import ModelRegistryProjection
+    from projections.runner import ProjectionRunner
+    from streams.connection import connect
+    from streams.errors import JetzeroError
+    from streams.objects import get_object
+    from streams.store import EventStore
+
+    conn = await connect(cfg.nats, name="learn-bench", ensure=False)
+    store = EventStore(conn)
+    registry = ProjectionRunner(store, ModelRegistryProjection(), cfg.run, use_snapshots=False)
+    counts = ProjectionRunner(store, EventCountsProjection(), cfg.run, use_snapshots=False)
+    status = ProjectionRunner(store, LoopStatusProjection(), cfg.run, use_snapshots=False)
+    measured: dict[str, Any] = {}  # model id -> its grading (a rollback reuses it)
+
+    async def add(kind: str, model_id: str, generation: int, at: float, state: Any) -> None:
+        point = Point(kind, (at - obs.started_at) / 60, generation, model_id, await _games(store, cfg.run))
+        short.update(short_ids([model_id], cfg.run))
+        if model_id not in measured:
+            record = state.models.get(model_id)
+            try:
+                if record is None or not record.object_name:
+                    raise JetzeroError(f"no stored checkpoint for {model_id}")
+                data = await get_object(store.log, names.OBJ_MODELS, record.object_name,
+                                        record.digest or None)
+                path = models_dir / f"{model_id}.ckpt"
+                write_atomically(path, data)
+                measured[model_id] = grade(model_id, path)
+            except JetzeroError as exc:
+                point.error = str(exc)
+        point.future = measured.get(model_id)
+        obs.points.append(point)
+
+    try:
+        obs.started_at = (await loop_status(store, cfg.run)).started_at or time.time()
+        deadline = obs.started_at + 60 * minutes
+        for runner in (registry, counts, status):
+            await runner.follow()
+        seen_promotions = seen_rollbacks = 0
+        next_note = time.time() + note_every_s
+        while (now := time.time()) < deadline:
+            try:
+                state = await registry.wait_for(
+                    lambda s, p=seen_promotions, r=seen_rollbacks: len(s.promotions) > p
+                    or len(s.rollbacks) > r,
+                    timeout=max(0.1, min(deadline - now, next_note - now, 2.0)))
+            except TimeoutError:
+                state = registry.state
+            for p in state.promotions[seen_promotions:]:
+                await add("initial" if p.initial else "promotion", p.model_id, p.generation, p.time, state)
+            for r in state.rollbacks[seen_rollbacks:]:
+                generation = state.models[r.model_id].generation if r.model_id in state.models else -1
+                await add("rollback", r.model_id, generation, r.time, state)
+            seen_promotions, seen_rollbacks = len(state.promotions), len(state.rollbacks)
+            print_ready(obs, short)
+            loop = status.state
+            if loop.halted != obs.halted:
+                _print(f"warning: the loop is halted by {loop.halted_by}: {loop.halt_reason}"
+                       if loop.halted else "the loop resumed")
+                obs.halted = loop.halted
+            if loop.state == "stopped":
+                _print(f"the loop stopped on its own ({loop.reason}); ending early")
+                break
+            if time.time() >= next_note:
+                next_note += note_every_s
+                _print(f"[{(time.time() - obs.started_at) / 60:6.1f} min] {progress(counts.state)}; "
+                       f"games {await _games(store, cfg.run)}")
+        obs.games = await _games(store, cfg.run)
+    finally:
+        obs.ended_at = time.time()
+        obs.counts, obs.loop_state = counts.state, status.state.state
+        for runner in (registry, counts, status):
+            await runner.stop()
+        await conn.close()
+
+
+# -- the entry point --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _loop_cli(action: str, config_path: Path, timeout: float) -> tuple[int, str]:
+    """Run ``scripts/unified_ai_loop.py --<action>`` (the loop's own path); its exit code and output."""
+    try:
+        command = [sys.executable, str(UNIFIED_LOOP), f"--{action}", "--config", str(config_path)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return 124, f"--{action} did not return within {timeout:.0f} s"
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_loop(config_path: Path, supervisor_pid: int | None) -> bool:
+    """Stop the run with ``--stop``; if that fails, SIGTERM the supervisor this bench started
+    (it stops its children gracefully). True once it is down."""
+    code, out = _loop_cli("stop", config_path, timeout=240)
+    _print(f"stop: {out}")
+    if code == 0:
+        return True
+    if supervisor_pid is None or not _alive(supervisor_pid):
+        return supervisor_pid is not None
+    _print(f"--stop failed (exit {code}): sending SIGTERM to the supervisor (pid {supervisor_pid})")
+    os.kill(supervisor_pid, signal.SIGTERM)
+    deadline = time.monotonic() + 90
+    while _alive(supervisor_pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return not _alive(supervisor_pid)
+
+
+def _settings(cfg: Any, promotion: Any) -> dict[str, Any]:
+    plain = msgspec.to_builtins(cfg)
+    keep = ("game", "network", "selfplay", "curriculum", "sync", "training", "evaluation")
+    settings = {k: plain[k] for k in keep}
+    settings["promotion"] = {k: v for k, v in msgspec.to_builtins(promotion).items() if k != "nats"}
+    return settings
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of the loop")
+    parser.add_argument("--config", default="config/unified_loop.yaml", help="the loop config to run")
+    parser.add_argument("--sims", type=int, default=200, help="MCTS simulations per graded position")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="grade N positions spread through the public set (default: all 1500)")
+    parser.add_argument("--data-dir", default=None,
+                        help="the run's folder (default: data/learn_connect4/<run>)")
+    parser.add_argument("--eval-threads", type=int, default=1, help="torch threads of the grader")
+    parser.add_argument("--eval-nice", type=int, default=10,
+                        help="niceness of the grader (0: compete with the loop as an equal)")
+    args = parser.parse_args(argv)
+    if args.minutes <= 0 or args.sims < 1 or (args.limit is not None and args.limit < 1) \
+            or args.eval_threads < 1 or not 0 <= args.eval_nice <= 19:
+        parser.error("--minutes > 0, --sims >= 1, --limit >= 1, --eval-threads >= 1, --eval-nice 0..19")
+    return args
+
+
+def _prepare(args: argparse.Namespace, run: str) -> tuple[Path, Path]:
+    """The run's folder and its derived config (with a copy of the promotion config)."""
+    base = yaml.safe_load(Path(args.config).read_text()) or {}
+    data_dir = Path(args.data_dir or f"data/learn_connect4/{run}").resolve()
+    (data_dir / "models").mkdir(parents=True, exist_ok=True)
+    promotion = Path(base.get("promotion_config", "config/promotion.yaml"))
+    if not promotion.is_absolute():
+        promotion = promotion if promotion.exists() else REPO / promotion
+    shutil.copyfile(promotion, data_dir / "promotion.yaml")
+    derived = derive_config(base, run=run, data_dir=data_dir, nats_port=free_port(),
+                            metrics_port=free_port(), promotion_config=data_dir / "promotion.yaml")
+    config_path = data_dir / "unified_loop.yaml"
+    config_path.write_text(f"# {args.config} for bench/learn_connect4.py: a fresh, isolated run\n"
+                           + yaml.safe_dump(derived, sort_keys=False))
+    return data_dir, config_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvloop
+
+    from engine.games.connect4 import ConnectFour
+    from engine.strength import load_positions
+    from handlers.loop_config import load_loop_config
+    from handlers.promotion_config import load_promotion_config
+    from streams.errors import JetzeroError
+
+    args = _parse(argv)
+    run = run_name(time.time())
+    try:
+        data_dir, config_path = _prepare(args, run)
+        cfg = load_loop_config(config_path)
+        promotion = load_promotion_config(cfg.promotion_config)
+    except (OSError, yaml.YAMLError, JetzeroError) as exc:
+        _print(f"error: {exc}")
+        return 2
+    if cfg.game.name != "connect4":
+        _print(f"error: the public positions are Connect Four; {args.config} plays {cfg.game.name}")
+        return 2
+    whole = load_positions(PUBLIC_POSITIONS, ConnectFour())
+    graded = len(spread(whole, args.limit))
+    cores = os.cpu_count() or 1
+    _print(f"learn_connect4: run {run} for {args.minutes:g} min; data, logs and config in {data_dir}")
+    stages = ", ".join(f"{s.name} ({s.simulations} sims, to gen {s.until_generation})"
+                       for s in cfg.curriculum)
+    _print(f"  net {cfg.network.blocks}x{cfg.network.channels}; curriculum {stages}"
+           + f"; training every {cfg.training.threshold_positions} new positions, "
+           f"{cfg.training.train.steps} steps of {cfg.training.train.batch_size}; "
+           f"promotion matches at {promotion.simulations} sims")
+    _print(f"  grading {graded} of {len(whole)} public positions (raw policy, MCTS at {args.sims} sims) "
+           f"in one process with {args.eval_threads} torch thread(s) at nice {args.eval_nice}: it "
+           f"competes with the loop for the {cores} cores, so the loop runs slower than alone")
+    pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_init_grader, initargs=(args.eval_threads, args.eval_nice))
+    code, out = _loop_cli("start", config_path, timeout=300)
+    _print(f"start: {out}")
+    if code != 0:
+        pool.shutdown(cancel_futures=True)
+        _print(f"error: the loop did not start (exit {code}); see {data_dir / 'logs'}")
+        return 1
+    found = re.search(r"\(pid (\d+)\)", out)
+    supervisor_pid = int(found.group(1)) if found else None
+    obs, short = Observation(), {}
+    interrupted = False
+
+    def grade(model_id: str, path: Path) -> cf.Future:
+        return pool.submit(grade_checkpoint, str(path), args.sims, args.limit)
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(observe(cfg, args.minutes, grade, data_dir / "models", short, obs))
+    except KeyboardInterrupt:
+        interrupted = True
+        _print("interrupted: stopping the loop")
+    finally:
+        stopped = stop_loop(config_path, supervisor_pid)
+    try:
+        print_ready(obs, short, block=not interrupted)
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
+    report(obs, short, args=args, cfg=cfg, promotion=promotion, data_dir=data_dir, graded=graded,
+           whole=len(whole), stopped=stopped, interrupted=interrupted)
+    return 130 if interrupted else 0
+
+
+def report(obs: Observation, short: dict[str, str], *, args: argparse.Namespace, cfg: Any, promotion: Any,
+           data_dir: Path, graded: int, whole: int, stopped: bool, interrupted: bool) -> None:
+    minutes = (obs.ended_at - obs.started_at) / 60 if obs.started_at else 0.0
+    c = obs.counts
+    _print("")
+    _print(curve_table(obs.points, short) if obs.points else "no champion was seen")
+    _print(f"after {minutes:.1f} min: games {obs.games}, {progress(c)}; loop "
+           + ("stopped" if stopped else f"NOT confirmed stopped (see {data_dir / 'logs'})"))
+    _print(f"reference ({REFERENCE['player']}, whole set): {100 * REFERENCE['outcome_optimal']:.1f} / "
+           f"{100 * REFERENCE['exactly_optimal']:.1f}; target with search: >= "
+           f"{100 * TARGET['outcome_optimal']:.0f} / >= {100 * TARGET['exactly_optimal']:.0f} "
+           f"within {TARGET['within_minutes']:.0f} min")
+    target = target_status(obs.points, graded == whole)
+    if target["reached"]:
+        _print(f"TARGET REACHED at {target['first_at_minutes']} min by {target['model_id']}")
+    elif target["reached_on_subset"]:
+        _print(f"target met on the {graded}-position subset at {target['first_at_minutes']} min "
+               f"(indicative only: grade the whole set to confirm)")
+    else:
+        _print("target not reached")
+    summary = {
+        "bench": "learn_connect4", "run": cfg.run, "data_dir": str(data_dir),
+        "minutes_budget": args.minutes, "minutes_observed": round(minutes, 2), "interrupted": interrupted,
+        "loop_stopped": stopped, "loop_state": obs.loop_state, "halted": obs.halted,
+        "positions": graded, "whole_set": graded == whole, "sims": args.sims,
+        "grader": {"torch_threads": args.eval_threads, "nice": args.eval_nice, "cores": os.cpu_count(),
+                   "note": "grading competes with the loop for the cores"},
+        "games": obs.games, "events": dict(c.by_tag), "promotions": c["candidate.promoted"],
+        "curve": [p.to_json() for p in obs.points],
+        "settings": _settings(cfg, promotion),
+        "reference": REFERENCE, "target": {**TARGET, **target},
+    }
+    _print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
