@@ -112,7 +112,7 @@ async def start_background(config: LoopConfig, config_path: Path, timeout: float
     """Start the supervisor detached; return once ``loop.started`` is in the log."""
     log_dir = Path(config.supervisor.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    if not config.nats.url and EmbeddedServer(config.nats).status().running:
+    if config.nats.url or EmbeddedServer(config.nats).status().running:
         async with open_store(config.nats) as store:
             holder = await supervisor_holder(store, config.run)
             if holder is not None:
@@ -137,7 +137,7 @@ async def start_background(config: LoopConfig, config_path: Path, timeout: float
             try:
                 async with open_store(config.nats) as store:
                     status = await loop_status(store, config.run)
-                if status.state == "running" and status.started_at >= t0 - 1:
+                if status.state == "running" and status.started_at >= t0:
                     return (f"loop {config.run} started (pid {proc.pid}); logs in {log_dir}/ "
                             f"(supervisor.log and one per process)")
             except JetzeroError:
