@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,25 @@ from streams import names
 REPO = Path(__file__).resolve().parent.parent
 UNIFIED_LOOP = REPO / "scripts" / "unified_ai_loop.py"
 # The issue's reference (pure UCT at 10,000 iterations) and target, on the whole public set.
-REFERENCE = {"player": "pure UCT, 10,000 iterations", "outcome_optimal": 0.938, "exactly_optimal": 0.857}
-TARGET = {"outcome_optimal": 0.94, "exactly_optimal": 0.87, "within_minutes": 60.0}
+REFERENCE: dict[str, Any] = {
+    "player": "pure UCT, 10,000 iterations",
+    "outcome_optimal": 0.938,
+    "exactly_optimal": 0.857,
+}
+TARGET: dict[str, float] = {"outcome_optimal": 0.94, "exactly_optimal": 0.87, "within_minutes": 60.0}
 COUNTED = (
-    "pool.batch_synced", "training.started", "checkpoint.saved", "match.scheduled", "match.completed",
-    "candidate.promoted", "candidate.rejected", "champion.rolled_back", "process.restarted",
-    "health.check_failed", "event.rejected", "loop.halted",
+    "pool.batch_synced",
+    "training.started",
+    "checkpoint.saved",
+    "match.scheduled",
+    "match.completed",
+    "candidate.promoted",
+    "candidate.rejected",
+    "champion.rolled_back",
+    "process.restarted",
+    "health.check_failed",
+    "event.rejected",
+    "loop.halted",
 )
 
 
@@ -58,8 +72,15 @@ def run_name(now: float) -> str:
     return "learn-c4-" + time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
 
 
-def derive_config(base: dict[str, Any], *, run: str, data_dir: Path, nats_port: int,
-                  metrics_port: int, promotion_config: Path) -> dict[str, Any]:
+def derive_config(
+    base: dict[str, Any],
+    *,
+    run: str,
+    data_dir: Path,
+    nats_port: int,
+    metrics_port: int,
+    promotion_config: Path,
+) -> dict[str, Any]:
     """``base`` (a loop config as plain data) made into a fresh, isolated run: embedded server on
     ``nats_port`` with its store in ``data_dir``, logs there, metrics on ``metrics_port``."""
     out = json.loads(json.dumps(base))  # a deep copy of plain YAML data
@@ -74,6 +95,7 @@ def derive_config(base: dict[str, Any], *, run: str, data_dir: Path, nats_port: 
 
 class Counts(msgspec.Struct, frozen=True, kw_only=True):
     by_tag: dict[str, int] = {}
+    positions: int = 0  # positions synced into the training pool
 
     def __getitem__(self, tag: str) -> int:
         return self.by_tag.get(tag, 0)
@@ -93,7 +115,8 @@ class EventCountsProjection:
         tag = getattr(event, "tag", "")
         if tag not in COUNTED:
             return state
-        return Counts(by_tag={**state.by_tag, tag: state[tag] + 1})
+        positions = state.positions + (event.positions if tag == "pool.batch_synced" else 0)
+        return Counts(by_tag={**state.by_tag, tag: state[tag] + 1}, positions=positions)
 
 
 @dataclass
@@ -110,9 +133,15 @@ class Point:
     future: Any = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "minutes": round(self.minutes, 2), "generation": self.generation,
-                "model_id": self.model_id, "games": self.games, "error": self.error or None,
-                **(self.grades or {})}
+        return {
+            "kind": self.kind,
+            "minutes": round(self.minutes, 2),
+            "generation": self.generation,
+            "model_id": self.model_id,
+            "games": self.games,
+            "error": self.error or None,
+            **(self.grades or {}),
+        }
 
 
 def _pct(tally: dict[str, Any]) -> str:
@@ -125,8 +154,10 @@ def point_line(p: Point, short_id: str) -> str:
         return f"{head} | not measured: {p.error or 'pending'}"
     raw, search = p.grades["raw"]["overall"], p.grades["search"]
     bands = ", ".join(f"{b} {_pct(t)}" for b, t in search["bands"].items())
-    return (f"{head} | raw {_pct(raw)} | {p.grades['search_name']} {_pct(search['overall'])}"
-            f" ({bands}) | graded in {sum(p.grades['seconds'].values()):.0f} s")
+    return (
+        f"{head} | raw {_pct(raw)} | {p.grades['search_name']} {_pct(search['overall'])}"
+        f" ({bands}) | graded in {sum(p.grades['seconds'].values()):.0f} s"
+    )
 
 
 def curve_table(points: list[Point], short: dict[str, str]) -> str:
@@ -149,16 +180,27 @@ def curve_table(points: list[Point], short: dict[str, str]) -> str:
 def target_status(points: list[Point], whole_set: bool) -> dict[str, Any]:
     """Whether some champion that arrived within the target's minutes reached the target with
     search; only on the whole public set does it count as reached (a subset is indicative)."""
-    hit = next((p for p in points if p.grades and p.minutes <= TARGET["within_minutes"]
-                and p.grades["search"]["overall"]["outcome_optimal"] >= TARGET["outcome_optimal"]
-                and p.grades["search"]["overall"]["exactly_optimal"] >= TARGET["exactly_optimal"]), None)
-    return {"reached": hit is not None and whole_set, "reached_on_subset": hit is not None and not whole_set,
-            "first_at_minutes": None if hit is None else round(hit.minutes, 2),
-            "model_id": None if hit is None else hit.model_id}
+    hit = next(
+        (
+            p
+            for p in points
+            if p.grades
+            and p.minutes <= TARGET["within_minutes"]
+            and p.grades["search"]["overall"]["outcome_optimal"] >= TARGET["outcome_optimal"]
+            and p.grades["search"]["overall"]["exactly_optimal"] >= TARGET["exactly_optimal"]
+        ),
+        None,
+    )
+    return {
+        "reached": hit is not None and whole_set,
+        "reached_on_subset": hit is not None and not whole_set,
+        "first_at_minutes": None if hit is None else round(hit.minutes, 2),
+        "model_id": None if hit is None else hit.model_id,
+    }
 
 
 def short_ids(model_ids: list[str], run: str) -> dict[str, str]:
-    return {m: (m[len(run) + 1:] if m.startswith(run + "-") else m)[:18] for m in model_ids}
+    return {m: (m[len(run) + 1 :] if m.startswith(run + "-") else m)[:18] for m in model_ids}
 
 
 # -- the grading process ----------------------------------------------------------------------
@@ -187,13 +229,16 @@ def grade_checkpoint(path: str, sims: int, limit: int | None) -> dict[str, Any]:
     t1 = time.perf_counter()
     search = measure_model(net, positions, sims, game=game, raw=False)[mcts_name(sims)]
     t2 = time.perf_counter()
-    return {"positions": len(positions), "raw": msgspec.to_builtins(raw), "search_name": mcts_name(sims),
-            "search": msgspec.to_builtins(search), "seconds": {"raw": round(t1 - t0, 1),
-                                                               "search": round(t2 - t1, 1)}}
+    return {
+        "positions": len(positions),
+        "raw": msgspec.to_builtins(raw),
+        "search_name": mcts_name(sims),
+        "search": msgspec.to_builtins(search),
+        "seconds": {"raw": round(t1 - t0, 1), "search": round(t2 - t1, 1)},
+    }
 
 
 # -- following the loop -----------------------------------------------------------------------
-
 
 
 @dataclass
@@ -237,15 +282,23 @@ def print_ready(obs: Observation, short: dict[str, str], *, block: bool = False)
 
 
 def progress(c: Counts) -> str:
-    return (f"shards {c['pool.batch_synced']}, trainings {c['training.started']}, checkpoints "
-            f"{c['checkpoint.saved']}, matches {c['match.completed']}/{c['match.scheduled']}, "
-            f"promotions {c['candidate.promoted']}, rejections {c['candidate.rejected']}, "
-            f"rollbacks {c['champion.rolled_back']}, restarts {c['process.restarted']}, "
-            f"health failures {c['health.check_failed']}")
+    return (
+        f"shards {c['pool.batch_synced']} ({c.positions} positions), trainings "
+        f"{c['training.started']}, checkpoints {c['checkpoint.saved']}, "
+        f"matches {c['match.completed']}/{c['match.scheduled']}, "
+        f"promotions {c['candidate.promoted']}, rejections {c['candidate.rejected']}, "
+        f"rollbacks {c['champion.rolled_back']}, restarts {c['process.restarted']}, "
+        f"health failures {c['health.check_failed']}"
+    )
 
 
 def _print(text: str) -> None:
     print(text, flush=True)
+
+
+def _champion_changed(promotions: int, rollbacks: int) -> Callable[[Any], bool]:
+    """Whether a registry state holds more promotions or rollbacks than those seen."""
+    return lambda s: len(s.promotions) > promotions or len(s.rollbacks) > rollbacks
 
 
 async def _games(store: Any, run: str) -> int:
@@ -254,8 +307,15 @@ async def _games(store: Any, run: str) -> int:
     return sum((info.state.subjects or {}).values())
 
 
-async def observe(cfg: Any, minutes: float, grade: Any, models_dir: Path,
-                  short: dict[str, str], obs: Observation, note_every_s: float = 300.0) -> None:
+async def observe(
+    cfg: Any,
+    minutes: float,
+    grade: Any,
+    models_dir: Path,
+    short: dict[str, str],
+    obs: Observation,
+    note_every_s: float = 300.0,
+) -> None:
     """Follow the run for ``minutes`` from its start; hand every new champion's checkpoint to
     ``grade`` (``(model_id, path) -> concurrent future``) and print each grade once it is in."""
     from engine.checkpoint import write_atomically
@@ -283,8 +343,9 @@ async def observe(cfg: Any, minutes: float, grade: Any, models_dir: Path,
             try:
                 if record is None or not record.object_name:
                     raise JetzeroError(f"no stored checkpoint for {model_id}")
-                data = await get_object(store.log, names.OBJ_MODELS, record.object_name,
-                                        record.digest or None)
+                data = await get_object(
+                    store.log, names.OBJ_MODELS, record.object_name, record.digest or None
+                )
                 path = models_dir / f"{model_id}.ckpt"
                 write_atomically(path, data)
                 measured[model_id] = grade(model_id, path)
@@ -303,9 +364,9 @@ async def observe(cfg: Any, minutes: float, grade: Any, models_dir: Path,
         while (now := time.time()) < deadline:
             try:
                 state = await registry.wait_for(
-                    lambda s, p=seen_promotions, r=seen_rollbacks: len(s.promotions) > p
-                    or len(s.rollbacks) > r,
-                    timeout=max(0.1, min(deadline - now, next_note - now, 2.0)))
+                    _champion_changed(seen_promotions, seen_rollbacks),
+                    timeout=max(0.1, min(deadline - now, next_note - now, 2.0)),
+                )
             except TimeoutError:
                 state = registry.state
             for p in state.promotions[seen_promotions:]:
@@ -317,16 +378,21 @@ async def observe(cfg: Any, minutes: float, grade: Any, models_dir: Path,
             print_ready(obs, short)
             loop = status.state
             if loop.halted != obs.halted:
-                _print(f"warning: the loop is halted by {loop.halted_by}: {loop.halt_reason}"
-                       if loop.halted else "the loop resumed")
+                _print(
+                    f"warning: the loop is halted by {loop.halted_by}: {loop.halt_reason}"
+                    if loop.halted
+                    else "the loop resumed"
+                )
                 obs.halted = loop.halted
             if loop.state == "stopped":
                 _print(f"the loop stopped on its own ({loop.reason}); ending early")
                 break
             if time.time() >= next_note:
                 next_note += note_every_s
-                _print(f"[{(time.time() - obs.started_at) / 60:6.1f} min] {progress(counts.state)}; "
-                       f"games {await _games(store, cfg.run)}")
+                _print(
+                    f"[{(time.time() - obs.started_at) / 60:6.1f} min] {progress(counts.state)}; "
+                    f"games {await _games(store, cfg.run)}"
+                )
         obs.games = await _games(store, cfg.run)
     finally:
         obs.ended_at = time.time()
@@ -395,16 +461,30 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of the loop")
     parser.add_argument("--config", default="config/unified_loop.yaml", help="the loop config to run")
     parser.add_argument("--sims", type=int, default=200, help="MCTS simulations per graded position")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="grade N positions spread through the public set (default: all 1500)")
-    parser.add_argument("--data-dir", default=None,
-                        help="the run's folder (default: data/learn_connect4/<run>)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="grade N positions spread through the public set (default: all 1500)",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="the run's folder (default: data/learn_connect4/<run>)"
+    )
     parser.add_argument("--eval-threads", type=int, default=1, help="torch threads of the grader")
-    parser.add_argument("--eval-nice", type=int, default=10,
-                        help="niceness of the grader (0: compete with the loop as an equal)")
+    parser.add_argument(
+        "--eval-nice",
+        type=int,
+        default=10,
+        help="niceness of the grader (0: compete with the loop as an equal)",
+    )
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or args.sims < 1 or (args.limit is not None and args.limit < 1) \
-            or args.eval_threads < 1 or not 0 <= args.eval_nice <= 19:
+    if (
+        args.minutes <= 0
+        or args.sims < 1
+        or (args.limit is not None and args.limit < 1)
+        or args.eval_threads < 1
+        or not 0 <= args.eval_nice <= 19
+    ):
         parser.error("--minutes > 0, --sims >= 1, --limit >= 1, --eval-threads >= 1, --eval-nice 0..19")
     return args
 
@@ -418,11 +498,19 @@ def _prepare(args: argparse.Namespace, run: str) -> tuple[Path, Path]:
     if not promotion.is_absolute():
         promotion = promotion if promotion.exists() else REPO / promotion
     shutil.copyfile(promotion, data_dir / "promotion.yaml")
-    derived = derive_config(base, run=run, data_dir=data_dir, nats_port=free_port(),
-                            metrics_port=free_port(), promotion_config=data_dir / "promotion.yaml")
+    derived = derive_config(
+        base,
+        run=run,
+        data_dir=data_dir,
+        nats_port=free_port(),
+        metrics_port=free_port(),
+        promotion_config=data_dir / "promotion.yaml",
+    )
     config_path = data_dir / "unified_loop.yaml"
-    config_path.write_text(f"# {args.config} for bench/learn_connect4.py: a fresh, isolated run\n"
-                           + yaml.safe_dump(derived, sort_keys=False))
+    config_path.write_text(
+        f"# {args.config} for bench/learn_connect4.py: a fresh, isolated run\n"
+        + yaml.safe_dump(derived, sort_keys=False)
+    )
     return data_dir, config_path
 
 
@@ -451,17 +539,26 @@ def main(argv: list[str] | None = None) -> int:
     graded = len(spread(whole, args.limit))
     cores = os.cpu_count() or 1
     _print(f"learn_connect4: run {run} for {args.minutes:g} min; data, logs and config in {data_dir}")
-    stages = ", ".join(f"{s.name} ({s.simulations} sims, to gen {s.until_generation})"
-                       for s in cfg.curriculum)
-    _print(f"  net {cfg.network.blocks}x{cfg.network.channels}; curriculum {stages}"
-           + f"; training every {cfg.training.threshold_positions} new positions, "
-           f"{cfg.training.train.steps} steps of {cfg.training.train.batch_size}; "
-           f"promotion matches at {promotion.simulations} sims")
-    _print(f"  grading {graded} of {len(whole)} public positions (raw policy, MCTS at {args.sims} sims) "
-           f"in one process with {args.eval_threads} torch thread(s) at nice {args.eval_nice}: it "
-           f"competes with the loop for the {cores} cores, so the loop runs slower than alone")
-    pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_init_grader, initargs=(args.eval_threads, args.eval_nice))
+    stages = ", ".join(
+        f"{s.name} ({s.simulations} sims, to gen {s.until_generation})" for s in cfg.curriculum
+    )
+    _print(
+        f"  net {cfg.network.blocks}x{cfg.network.channels}; curriculum {stages}"
+        + f"; training every {cfg.training.threshold_positions} new positions, "
+        f"{cfg.training.train.steps} steps of {cfg.training.train.batch_size}; "
+        f"promotion matches at {promotion.simulations} sims"
+    )
+    _print(
+        f"  grading {graded} of {len(whole)} public positions (raw policy, MCTS at {args.sims} sims) "
+        f"in one process with {args.eval_threads} torch thread(s) at nice {args.eval_nice}: it "
+        f"competes with the loop for the {cores} cores, so the loop runs slower than alone"
+    )
+    pool = cf.ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_grader,
+        initargs=(args.eval_threads, args.eval_nice),
+    )
     code, out = _loop_cli("start", config_path, timeout=300)
     _print(f"start: {out}")
     if code != 0:
@@ -470,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     found = re.search(r"\(pid (\d+)\)", out)
     supervisor_pid = int(found.group(1)) if found else None
-    obs, short = Observation(), {}
+    obs, short = Observation(), dict[str, str]()
     interrupted = False
 
     def grade(model_id: str, path: Path) -> cf.Future:
@@ -488,42 +585,85 @@ def main(argv: list[str] | None = None) -> int:
         print_ready(obs, short, block=not interrupted)
     finally:
         pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
-    report(obs, short, args=args, cfg=cfg, promotion=promotion, data_dir=data_dir, graded=graded,
-           whole=len(whole), stopped=stopped, interrupted=interrupted)
+    report(
+        obs,
+        short,
+        args=args,
+        cfg=cfg,
+        promotion=promotion,
+        data_dir=data_dir,
+        graded=graded,
+        whole=len(whole),
+        stopped=stopped,
+        interrupted=interrupted,
+    )
     return 130 if interrupted else 0
 
 
-def report(obs: Observation, short: dict[str, str], *, args: argparse.Namespace, cfg: Any, promotion: Any,
-           data_dir: Path, graded: int, whole: int, stopped: bool, interrupted: bool) -> None:
+def report(
+    obs: Observation,
+    short: dict[str, str],
+    *,
+    args: argparse.Namespace,
+    cfg: Any,
+    promotion: Any,
+    data_dir: Path,
+    graded: int,
+    whole: int,
+    stopped: bool,
+    interrupted: bool,
+) -> None:
     minutes = (obs.ended_at - obs.started_at) / 60 if obs.started_at else 0.0
     c = obs.counts
     _print("")
     _print(curve_table(obs.points, short) if obs.points else "no champion was seen")
-    _print(f"after {minutes:.1f} min: games {obs.games}, {progress(c)}; loop "
-           + ("stopped" if stopped else f"NOT confirmed stopped (see {data_dir / 'logs'})"))
-    _print(f"reference ({REFERENCE['player']}, whole set): {100 * REFERENCE['outcome_optimal']:.1f} / "
-           f"{100 * REFERENCE['exactly_optimal']:.1f}; target with search: >= "
-           f"{100 * TARGET['outcome_optimal']:.0f} / >= {100 * TARGET['exactly_optimal']:.0f} "
-           f"within {TARGET['within_minutes']:.0f} min")
+    _print(
+        f"after {minutes:.1f} min: games {obs.games}, {progress(c)}; loop "
+        + ("stopped" if stopped else f"NOT confirmed stopped (see {data_dir / 'logs'})")
+    )
+    _print(
+        f"reference ({REFERENCE['player']}, whole set): {100 * REFERENCE['outcome_optimal']:.1f} / "
+        f"{100 * REFERENCE['exactly_optimal']:.1f}; target with search: >= "
+        f"{100 * TARGET['outcome_optimal']:.0f} / >= {100 * TARGET['exactly_optimal']:.0f} "
+        f"within {TARGET['within_minutes']:.0f} min"
+    )
     target = target_status(obs.points, graded == whole)
     if target["reached"]:
         _print(f"TARGET REACHED at {target['first_at_minutes']} min by {target['model_id']}")
     elif target["reached_on_subset"]:
-        _print(f"target met on the {graded}-position subset at {target['first_at_minutes']} min "
-               f"(indicative only: grade the whole set to confirm)")
+        _print(
+            f"target met on the {graded}-position subset at {target['first_at_minutes']} min "
+            f"(indicative only: grade the whole set to confirm)"
+        )
     else:
         _print("target not reached")
     summary = {
-        "bench": "learn_connect4", "run": cfg.run, "data_dir": str(data_dir),
-        "minutes_budget": args.minutes, "minutes_observed": round(minutes, 2), "interrupted": interrupted,
-        "loop_stopped": stopped, "loop_state": obs.loop_state, "halted": obs.halted,
-        "positions": graded, "whole_set": graded == whole, "sims": args.sims,
-        "grader": {"torch_threads": args.eval_threads, "nice": args.eval_nice, "cores": os.cpu_count(),
-                   "note": "grading competes with the loop for the cores"},
-        "games": obs.games, "events": dict(c.by_tag), "promotions": c["candidate.promoted"],
+        "bench": "learn_connect4",
+        "run": cfg.run,
+        "data_dir": str(data_dir),
+        "minutes_budget": args.minutes,
+        "minutes_observed": round(minutes, 2),
+        "interrupted": interrupted,
+        "loop_stopped": stopped,
+        "loop_state_at_deadline": obs.loop_state,
+        "halted": obs.halted,
+        "positions": graded,
+        "whole_set": graded == whole,
+        "sims": args.sims,
+        "grader": {
+            "torch_threads": args.eval_threads,
+            "nice": args.eval_nice,
+            "cores": os.cpu_count(),
+            "note": "grading competes with the loop for the cores",
+        },
+        "games": obs.games,
+        "pool_positions": c.positions,
+        "events": dict(c.by_tag),
+        "promotions": c["candidate.promoted"],
         "curve": [p.to_json() for p in obs.points],
         "settings": _settings(cfg, promotion),
-        "reference": REFERENCE, "target": {**TARGET, **target},
+        "reference": REFERENCE,
+        "target": {**TARGET, **target},
     }
     _print(json.dumps(summary))
 

@@ -265,6 +265,7 @@ class EvalWorker:
                 return f"unit {unit.unit_id} pair {pair.pair_index}: {exc}"
             await self.store.append(pair_played(self.run, unit, pair, result, self.node))
             self.stats.played(time.monotonic())
+            await delivery.in_progress()
             self._touched = time.monotonic()
         return "done"
 
@@ -323,7 +324,7 @@ class EvalWorker:
                     last_beat = now
                 current = self._current
                 if current is not None and now - self._touched >= touch_every:
-                    pass
+                    await current.in_progress()
                     self._touched = now
             except Exception as exc:  # noqa: BLE001 - a lost beat is retried on the next tick
                 log.warning("%s: heartbeat / in-progress failed: %s", self.node, exc)

@@ -6,8 +6,14 @@
   judges the gates and emits ``candidate.promoted`` or ``candidate.rejected`` with every
   gate's figures. Gates: the gate match against the *current* champion exists and its SPRT
   accepted; its Elo estimate is at least ``elo_threshold``; no significant loss (likelihood
-  of superiority below ``regression.significance``) against any earlier champion or
-  reference player. A decided candidate is never decided again.
+  of superiority below ``regression.significance``) against any earlier champion; and no
+  significant *regression* against each reference player: the candidate's Elo against it
+  must not be significantly below the champion's own last result against it (one-sided,
+  at ``regression.significance``). A reference player the champion never played is no
+  baseline, so that gate passes (a young network may lose to pure MCTS and still be the
+  best we have) — except the uniformly random player: a network that loses to it
+  significantly is broken, whatever the champion did. A decided candidate is never
+  decided again.
 - When a watch match (new champion against its predecessor) completes with the champion
   significantly worse (LOS below ``watch.significance``), it emits ``champion.rolled_back``
   to the previous effective promotion, with the evidence, ``automatic=True``.
@@ -18,6 +24,9 @@ registry knows it, so two promoters racing cannot both decide.
 
 from __future__ import annotations
 
+import math
+
+from engine.rating import Z95
 from handlers.promotion_config import PromotionConfig
 from handlers.shell import Emit
 from projections.matches import (
@@ -61,7 +70,29 @@ def decide(
     expected = max((m.scheduled.set_size for m in evaluation), default=0)
     if len(evaluation) < expected or not all(m.completed for m in evaluation):
         return []
-    return [judge(registry, model, evaluation, event, config)]
+    return [judge(registry, model, evaluation, event, config, reference_baselines(registry, matches))]
+
+
+def reference_baselines(registry: ModelRegistry, matches: Matches) -> dict[str, MatchState]:
+    """The champion's last completed match against each reference player, by player label."""
+    if registry.champion is None:
+        return {}
+    out: dict[str, MatchState] = {}
+    for m in candidate_matches(matches, registry.champion.model_id):
+        if m.purpose == REFERENCE and m.completed and m.pairs:
+            previous = out.get(m.opponent.label)
+            if previous is None or m.completed_at >= previous.completed_at:
+                out[m.opponent.label] = m
+    return out
+
+
+def _regression_p(candidate: MatchState, baseline: MatchState) -> float:
+    """One-sided p-value that the candidate's Elo against a reference is below the baseline's."""
+    se = math.hypot(candidate.ci95, baseline.ci95) / Z95
+    if not math.isfinite(se) or se == 0:
+        return 1.0
+    drop = baseline.elo - candidate.elo
+    return 0.5 * math.erfc(drop / se / math.sqrt(2))
 
 
 def _figures(m: MatchState) -> dict[str, float]:
@@ -77,7 +108,10 @@ def _figures(m: MatchState) -> dict[str, float]:
 
 
 def _gates(
-    registry: ModelRegistry, evaluation: list[MatchState], config: PromotionConfig
+    registry: ModelRegistry,
+    evaluation: list[MatchState],
+    config: PromotionConfig,
+    baselines: dict[str, MatchState] | None = None,
 ) -> list[ev.GateResult]:
     champion = registry.champion.model_id if registry.champion else ""
     gate = next((m for m in evaluation if m.purpose == GATE), None)
@@ -115,20 +149,34 @@ def _gates(
         )
     significance = config.regression.significance
     for m in sorted(evaluation, key=lambda m: m.match_id):
-        if m.purpose not in (REGRESSION, REFERENCE):
+        if m.purpose == REGRESSION:
+            worse = m.los < significance
+            detail = (f"{'significant loss' if worse else 'no significant loss'} against "
+                      f"{m.opponent.label}: Elo {m.elo:+.1f} ± {m.ci95:.1f}, LOS {m.los:.3f}")
+            figures = {**_figures(m), "significance": significance}
+        elif m.purpose == REFERENCE:
+            base = (baselines or {}).get(m.opponent.label)
+            figures = {**_figures(m), "significance": significance}
+            if m.opponent.kind == "random":
+                worse = m.los < significance
+                detail = (f"{'significant loss' if worse else 'no significant loss'} against "
+                          f"{m.opponent.label}: Elo {m.elo:+.1f} ± {m.ci95:.1f}, LOS {m.los:.3f}")
+            elif base is None:
+                worse = False
+                detail = (f"Elo {m.elo:+.1f} ± {m.ci95:.1f} against {m.opponent.label}; "
+                          "the champion has no result against it to regress from")
+            else:
+                p = _regression_p(m, base)
+                worse = p < significance
+                figures.update(baseline_elo=base.elo, baseline_ci95=base.ci95, p=p)
+                detail = (f"Elo {m.elo:+.1f} ± {m.ci95:.1f} against {m.opponent.label}, champion "
+                          f"{base.elo:+.1f} ± {base.ci95:.1f}: "
+                          f"{'significant regression' if worse else 'no significant regression'} "
+                          f"(p {p:.3f})")
+        else:
             continue
-        worse = m.los < significance
-        results.append(
-            ev.GateResult(
-                gate=f"{m.purpose}:{m.opponent.label}",
-                passed=not worse,
-                figures={**_figures(m), "significance": significance},
-                detail=(
-                    f"{'significant loss' if worse else 'no significant loss'} against "
-                    f"{m.opponent.label}: Elo {m.elo:+.1f} ± {m.ci95:.1f}, LOS {m.los:.3f}"
-                ),
-            )
-        )
+        results.append(ev.GateResult(gate=f"{m.purpose}:{m.opponent.label}", passed=not worse,
+                                     figures=figures, detail=detail))
     return results
 
 
@@ -138,9 +186,10 @@ def judge(
     evaluation: list[MatchState],
     cause: Event,
     config: PromotionConfig,
+    baselines: dict[str, MatchState] | None = None,
 ) -> Emit:
     """``candidate.promoted`` if every gate passes, else ``candidate.rejected``."""
-    gates = _gates(registry, evaluation, config)
+    gates = _gates(registry, evaluation, config, baselines)
     expected = registry.champion_last_seq
     failed = [g for g in gates if not g.passed]
     if not failed:

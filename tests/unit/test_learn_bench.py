@@ -37,8 +37,14 @@ TINY = NetworkConfig(blocks=0, channels=8, value_hidden=8)
 def test_derived_config_is_isolated_and_keeps_the_rest(tmp_path: Path) -> None:
     base = yaml.safe_load((REPO / "config" / "unified_loop.yaml").read_text())
     base["nats"]["url"] = "nats://elsewhere:4222"  # even a config naming a server gets its own
-    derived = derive_config(base, run="learn-c4-x", data_dir=tmp_path, nats_port=4999,
-                            metrics_port=5999, promotion_config=tmp_path / "promotion.yaml")
+    derived = derive_config(
+        base,
+        run="learn-c4-x",
+        data_dir=tmp_path,
+        nats_port=4999,
+        metrics_port=5999,
+        promotion_config=tmp_path / "promotion.yaml",
+    )
     path = tmp_path / "loop.yaml"
     path.write_text(yaml.safe_dump(derived))
     cfg = load_loop_config(path)
@@ -55,7 +61,9 @@ def test_run_names_are_subject_tokens_with_a_timestamp() -> None:
     name = run_name(0.0)
     assert name.startswith("learn-c4-") and name.replace("-", "").isalnum()
     assert short_ids([f"{name}-gen3-abcdef12", "other"], name) == {
-        f"{name}-gen3-abcdef12": "gen3-abcdef12", "other": "other"}
+        f"{name}-gen3-abcdef12": "gen3-abcdef12",
+        "other": "other",
+    }
 
 
 def test_counts_fold_counts_only_the_counted_tags() -> None:
@@ -64,9 +72,24 @@ def test_counts_fold_counts_only_the_counted_tags() -> None:
         ev.ProcessRestarted.new("r", by="supervisor", reason="crash", process="trainer"),
         ev.ProcessRestarted.new("r", by="supervisor", reason="crash", process="sync"),
         ev.LoopHalted.new("r", by="me", reason="halt"),
+        *(
+            ev.PoolBatchSynced.new(
+                "r",
+                shard_id=f"s{i}",
+                object_name=f"s{i}",
+                digest="d",
+                games=2,
+                positions=n,
+                games_first_seq=i,
+                games_last_seq=i,
+            )
+            for i, n in enumerate((30, 12))
+        ),
     ]
     state = fold(EventCountsProjection(), events)
-    assert state == Counts(by_tag={"process.restarted": 2, "loop.halted": 1})
+    assert state == Counts(
+        by_tag={"process.restarted": 2, "loop.halted": 1, "pool.batch_synced": 2}, positions=42
+    )
     assert state["candidate.promoted"] == 0
 
 
@@ -89,17 +112,29 @@ def test_grader_lines_table_and_target_on_a_tiny_checkpoint(tmp_path: Path) -> N
     oo = 100 * grades["search"]["overall"]["outcome_optimal"]
     assert "net-mcts-4" in line and f"{oo:5.1f}" in line and "8-14" in line
     assert "not measured: no checkpoint" in point_line(
-        Point("initial", 0, 0, "x", 0, error="no checkpoint"), "x")
-    table = curve_table([measured, Point("rollback", 4.0, 0, "x", 5, error="gone")],
-                        {"tiny": "tiny", "x": "x"})
+        Point("initial", 0, 0, "x", 0, error="no checkpoint"), "x"
+    )
+    table = curve_table(
+        [measured, Point("rollback", 4.0, 0, "x", 5, error="gone")], {"tiny": "tiny", "x": "x"}
+    )
     assert len(table.splitlines()) == 3 and "23-30" in table.splitlines()[0]
 
-    strong = {**grades, "search": {**grades["search"], "overall": {
-        **grades["search"]["overall"], "outcome_optimal": TARGET["outcome_optimal"],
-        "exactly_optimal": TARGET["exactly_optimal"]}}}
+    strong = {
+        **grades,
+        "search": {
+            **grades["search"],
+            "overall": {
+                **grades["search"]["overall"],
+                "outcome_optimal": TARGET["outcome_optimal"],
+                "exactly_optimal": TARGET["exactly_optimal"],
+            },
+        },
+    }
     overall = grades["search"]["overall"]
-    meets = (overall["outcome_optimal"] >= TARGET["outcome_optimal"]
-             and overall["exactly_optimal"] >= TARGET["exactly_optimal"])
+    meets = (
+        overall["outcome_optimal"] >= TARGET["outcome_optimal"]
+        and overall["exactly_optimal"] >= TARGET["exactly_optimal"]
+    )
     assert target_status([measured], whole_set=True)["reached"] == meets
     late = target_status([_point(TARGET["within_minutes"] + 1, strong)], whole_set=True)
     assert not late["reached"] and late["first_at_minutes"] is None
@@ -110,9 +145,11 @@ def test_grader_lines_table_and_target_on_a_tiny_checkpoint(tmp_path: Path) -> N
 
 
 def test_points_print_in_order_once_their_grading_is_in(capsys) -> None:
-    first, second = cf.Future(), cf.Future()
-    obs = Observation(points=[Point("initial", 0, 0, "a", 0, future=first),
-                              Point("promotion", 1, 1, "b", 9, future=second)])
+    first: cf.Future[dict] = cf.Future()
+    second: cf.Future[dict] = cf.Future()
+    obs = Observation(
+        points=[Point("initial", 0, 0, "a", 0, future=first), Point("promotion", 1, 1, "b", 9, future=second)]
+    )
     second.set_exception(RuntimeError("boom"))
     print_ready(obs, {"a": "a", "b": "b"})
     assert obs.printed == 0 and capsys.readouterr().out == ""  # the first one holds the line

@@ -215,3 +215,43 @@ def test_a_matches_state_that_lags_the_completion_still_decides():
     assert type(again.event) is type(decided.event) is ev.CandidatePromoted
     assert again.event.gates == decided.event.gates
     assert again.expected_last_seq == decided.expected_last_seq
+
+
+MCTS_CONFIG = msgspec.structs.replace(
+    CONFIG,
+    regression=RegressionConfig(
+        previous_champions=0, max_pairs=12,
+        reference_players=(ReferencePlayer(kind="pure_mcts", simulations=200),),
+    ),
+)
+
+
+def _champion_reference(w: World, pattern: list[int]) -> None:
+    """The champion m1's own completed match against the pure-MCTS reference."""
+    spec = ev.PlayerSpec(kind="pure_mcts", simulations=200)
+    w.append(ev.MatchScheduled.new(
+        RUN, match_id="ref-m1", candidate=ev.PlayerSpec(kind="model", model_id="m1"),
+        opponent=spec, purpose="reference", max_pairs=12, set_size=0))
+    w.play("ref-m1", pattern, MCTS_CONFIG)
+
+
+def test_losing_to_pure_mcts_with_no_champion_baseline_is_no_regression():
+    w, ids = evaluated_world(MCTS_CONFIG)
+    w.play(ids["pure_mcts:200"], [0, 1], MCTS_CONFIG)  # a young net loses to pure MCTS
+    out = w.play(ids[GATE], STRONG, MCTS_CONFIG)
+    promoted, _ = out[0]
+    assert isinstance(promoted, ev.CandidatePromoted)
+    gate = next(g for g in promoted.gates if g.gate == "reference:pure_mcts:200")
+    assert gate.passed and "no result against it" in gate.detail
+
+
+def test_doing_much_worse_than_the_champion_against_a_reference_rejects():
+    w, ids = evaluated_world(MCTS_CONFIG)
+    _champion_reference(w, [4, 3])  # the champion beat pure MCTS
+    w.play(ids["pure_mcts:200"], [0, 1], MCTS_CONFIG)  # the candidate loses to it
+    out = w.play(ids[GATE], STRONG, MCTS_CONFIG)
+    rejected, _ = out[0]
+    assert isinstance(rejected, ev.CandidateRejected)
+    gate = next(g for g in rejected.gates if g.gate == "reference:pure_mcts:200")
+    assert not gate.passed and gate.figures["p"] < MCTS_CONFIG.regression.significance
+    assert "significant regression" in gate.detail
