@@ -284,14 +284,6 @@ async def test_model_players_are_fetched_once_and_a_corrupt_model_rejects_its_un
 
 
 async def test_a_live_worker_keeps_its_unit_past_the_ack_wait(store, nats_settings):
-    async def dump():
-        await asyncio.sleep(45)
-        import sys
-        for t in asyncio.all_tasks():
-            print("TASK", t, file=sys.stderr)
-            t.print_stack(file=sys.stderr)
-        sys.stderr.flush()
-    asyncio.create_task(dump())
     consumer = match_work_consumer(store.log, RUN)
     await consumer.open(ack_wait=1.5)  # far shorter than the unit: only in-progress keeps it
     await consumer.close()
