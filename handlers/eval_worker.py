@@ -140,7 +140,11 @@ class WorkerStats:
 
 
 class EvalWorker:
-    """One match player on the shared consumer of ``run``'s match units."""
+    """One match player on the shared consumer of ``run``'s match units.
+
+    ``ack_wait`` is what the consumer gets if this worker creates it; a worker binding to an
+    existing one keeps in step with the ack wait the server has (``self.ack_wait`` after start).
+    """
 
     def __init__(
         self,
@@ -178,9 +182,12 @@ class EvalWorker:
         await self.registry.follow()
         await self.matches.follow()
         await self.consumer.open(ack_wait=self.ack_wait)
+        self.ack_wait = await self._bound_ack_wait()
         pulse = asyncio.create_task(self._pulse())
         try:
             while not self.stop.is_set():
+                self.registry.raise_if_failed()  # a fold error is a bug: crash loudly
+                self.matches.raise_if_failed()
                 if self.halted():
                     await self._sleep(self.poll_s)
                     continue
@@ -313,22 +320,39 @@ class EvalWorker:
         )
 
     async def _pulse(self) -> None:
-        """Heartbeat every ``beat_every``; keep the unit being played from redelivery."""
+        """Keep the unit being played from redelivery; heartbeat every ``beat_every``."""
         touch_every = self.ack_wait / 3
         last_beat = -float("inf")
         while True:
             now = time.monotonic()
-            try:
-                if now - last_beat >= self.beat_every:
-                    await self.heartbeat()
-                    last_beat = now
-                current = self._current
-                if current is not None and now - self._touched >= touch_every:
+            current = self._current
+            if current is not None and now - self._touched >= touch_every:
+                try:
                     await current.in_progress()
                     self._touched = now
-            except Exception as exc:  # noqa: BLE001 - a lost beat is retried on the next tick
-                log.warning("%s: heartbeat / in-progress failed: %s", self.node, exc)
+                except Exception as exc:  # noqa: BLE001 - retried on the next tick
+                    log.warning("%s: in-progress signal failed: %s", self.node, exc)
+            if now - last_beat >= self.beat_every:
+                try:
+                    await self.heartbeat()
+                    last_beat = now
+                except Exception as exc:  # noqa: BLE001 - a lost beat is retried on the next tick
+                    log.warning("%s: heartbeat failed: %s", self.node, exc)
             await asyncio.sleep(min(self.beat_every, touch_every))  # a timer, not synchronisation
+
+    async def _bound_ack_wait(self) -> float:
+        """The ack wait of the consumer as it is on the server (whoever made it first set it)."""
+        try:
+            info = await self.store.js.consumer_info(names.WORK, self.consumer.durable)
+            bound = float(info.config.ack_wait or self.ack_wait)
+        except Exception as exc:  # noqa: BLE001 - unknown: keep ours, and say so
+            log.warning(
+                "%s: cannot read the consumer's ack wait (%s); assuming %.0f s", self.node, exc, self.ack_wait
+            )
+            return self.ack_wait
+        if bound != self.ack_wait:
+            log.info("%s: the shared consumer's ack wait is %.1f s", self.node, bound)
+        return bound
 
     async def _sleep(self, seconds: float) -> None:
         try:

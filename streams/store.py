@@ -323,12 +323,20 @@ class EventStore:
         queue: asyncio.Queue[Stored | None] = asyncio.Queue(queue_size)
         end = None if follow else (end_seq if end_seq is not None else await self.last_seq(stream))
 
-        async def on_msg(msg) -> None:
-            seq, ts, pending = parse_ack_reply(msg.reply)
-            if end is not None and seq > end:
-                return
-            if end_time is not None and ts > end_time:
+        finished = False
+
+        async def finish() -> None:
+            nonlocal finished
+            if not finished:
+                finished = True
                 await queue.put(None)
+
+        async def on_msg(msg) -> None:
+            if finished:
+                return
+            seq, ts, pending = parse_ack_reply(msg.reply)
+            if (end is not None and seq > end) or (end_time is not None and ts > end_time):
+                await finish()  # past the end (also when nothing before it matched)
                 return
             try:
                 event: Event | codec.UnknownEvent = codec.decode(msg.data)
@@ -336,7 +344,7 @@ class EventStore:
                 event = codec.UnknownEvent(type=f"!undecodable: {exc}")
             await queue.put(Stored(seq, msg.subject, ts, event))
             if end is not None and (seq >= end or pending == 0):
-                await queue.put(None)
+                await finish()
 
         if end is not None and end < start_seq:
             return

@@ -34,8 +34,8 @@ from handlers.loop_config import EvaluationSection, GameSpec, HealthSection, Loo
 from handlers.service import run_service
 from projections.matches import Matches, MatchesProjection
 from projections.runner import ProjectionRunner
+from streams import codec, names
 from streams import events as ev
-from streams import names
 from streams.kv import Heartbeat, get_value
 from streams.objects import put_object
 from streams.store import EventStore
@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN = "ew"
 GAME = get_game("tictactoe")
 RANDOM = ev.PlayerSpec(kind="random")
-SLOW = ev.PlayerSpec(kind="pure_mcts", simulations=300)  # ~0.3 s a pair: "mid-unit" is observable
+SLOW = ev.PlayerSpec(kind="pure_mcts", simulations=2000)  # 0.2-1 s a pair: "mid-unit" is observable
 TINY_NET = NetworkConfig(blocks=1, channels=8, value_hidden=8)
 T = TypeVar("T")
 
@@ -75,13 +75,22 @@ async def until(probe: Callable[[], Awaitable[T | None]], timeout: float, what: 
 
 
 async def schedule(
-    store: EventStore, match_id: str, candidate: ev.PlayerSpec, opponent: ev.PlayerSpec,
-    max_pairs: int, per_unit: int,
+    store: EventStore,
+    match_id: str,
+    candidate: ev.PlayerSpec,
+    opponent: ev.PlayerSpec,
+    max_pairs: int,
+    per_unit: int,
 ) -> list[MatchUnit]:
     """``match.scheduled`` and its units on WORK, as the evaluator makes them."""
     scheduled = ev.MatchScheduled.new(
-        RUN, match_id=match_id, candidate=candidate, opponent=opponent, purpose="reference",
-        max_pairs=max_pairs, pairs_per_unit=per_unit,
+        RUN,
+        match_id=match_id,
+        candidate=candidate,
+        opponent=opponent,
+        purpose="reference",
+        max_pairs=max_pairs,
+        pairs_per_unit=per_unit,
     )
     await store.append(scheduled)
     units = work_units(scheduled, GAME.name, openings_for(GAME))
@@ -90,18 +99,51 @@ async def schedule(
     return units
 
 
+class Followed:
+    """Events of one tag in the run, followed live from the start (an ordered consumer).
+
+    Polled while workers append (``EventStore.read`` fixes its end when called, so it is
+    used only once they are stopped).
+    """
+
+    def __init__(self, store: EventStore, tag: str):
+        self.store = store
+        self.tag = tag
+        self.events: list = []
+        self._sub = None
+
+    async def __aenter__(self) -> Followed:
+        async def on_msg(msg) -> None:
+            self.events.append(codec.decode(msg.data))
+
+        subjects = names.tag_filter(names.EVENTS, RUN, self.tag)
+        self._sub = await self.store.subscribe_ordered(names.EVENTS, subjects, on_msg)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._sub.unsubscribe()
+
+    def of(self, match_id: str) -> list[ev.MatchPairPlayed]:
+        return [e for e in self.events if e.match_id == match_id]
+
+
 async def pairs_played(store: EventStore, match_id: str | None = None) -> list[ev.MatchPairPlayed]:
+    """Every ``match.pair_played`` in the log now (read once the workers are stopped)."""
     subjects = names.tag_filter(names.EVENTS, RUN, "match.pair_played")
     return [
-        s.event async for s in store.read(names.EVENTS, subject_filter=subjects)
+        s.event
+        async for s in store.read(names.EVENTS, subject_filter=subjects)
         if isinstance(s.event, ev.MatchPairPlayed) and match_id in (None, s.event.match_id)
     ]
 
 
 async def rejections(store: EventStore) -> list[ev.EventRejected]:
     subjects = names.tag_filter(names.EVENTS, RUN, "event.rejected")
-    return [s.event async for s in store.read(names.EVENTS, subject_filter=subjects)
-            if isinstance(s.event, ev.EventRejected)]
+    return [
+        s.event
+        async for s in store.read(names.EVENTS, subject_filter=subjects)
+        if isinstance(s.event, ev.EventRejected)
+    ]
 
 
 async def heartbeat(store: EventStore, node: str) -> Heartbeat | None:
@@ -150,21 +192,25 @@ async def test_a_worker_killed_mid_unit_leaves_every_pair_counted_once(store, na
     await consumer.open(ack_wait=3.0)
     await consumer.close()
     path, _ = write_tiny_loop(nats_settings.client_url, tmp_path, run=RUN)
-    units = await schedule(store, "kill", SLOW, SLOW, max_pairs=8, per_unit=4)
+    units = await schedule(store, "kill", SLOW, SLOW, max_pairs=12, per_unit=6)
 
-    output = open(tmp_path / "worker-7.log", "wb")  # noqa: SIM115 - closed below
+    output = open(tmp_path / "worker-7.log", "wb")  # closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "handlers.process", "evalworker", "--config", str(path), "--index", "7"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=output, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     try:
+        async with Followed(store, "match.pair_played") as followed:
 
-        async def first_pair_of_worker_7():
-            return [p for p in await pairs_played(store, "kill") if p.worker.endswith("evalworker-7")]
+            async def first_pair_of_worker_7():
+                return [p for p in followed.of("kill") if p.worker.endswith("evalworker-7")]
 
-        first = await until(first_pair_of_worker_7, 25, "worker 7's first pair")
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(10) == -signal.SIGKILL
+            first = await until(first_pair_of_worker_7, 25, "worker 7's first pair")
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(10) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -174,18 +220,18 @@ async def test_a_worker_killed_mid_unit_leaves_every_pair_counted_once(store, na
 
     task, stop = start_worker(loop_config(nats_settings), "worker-b")
     try:
-        state = await all_counted(store, "kill", 8, timeout=25)
+        state = await all_counted(store, "kill", 12, timeout=25)
     finally:
         await stop_worker(task, stop)
 
     match = state.matches["kill"]
-    assert match.pairs_counted == frozenset(range(8))
-    assert sum(match.pentanomial) == 8 and match.ignored_pairs == 0 and match.late_pairs == 0
+    assert match.pairs_counted == frozenset(range(12))
+    assert sum(match.pentanomial) == 12 and match.ignored_pairs == 0 and match.late_pairs == 0
     played = await pairs_played(store, "kill")
-    assert sorted(p.pair_index for p in played) == list(range(8))  # each pair once in the log
+    assert sorted(p.pair_index for p in played) == list(range(12))  # each pair once in the log
     by_a = {p.pair_index for p in played if p.worker.endswith("evalworker-7")}
     by_b = {p.pair_index for p in played if p.worker == "worker-b"}
-    assert by_a.isdisjoint(by_b) and by_a | by_b == set(range(8))
+    assert by_a.isdisjoint(by_b) and by_a | by_b == set(range(12))
     in_unit = {pair.pair_index for pair in killed_unit.pairs}
     assert by_a & in_unit and in_unit - by_a  # killed mid-unit; the rest was played by worker b
     assert await work_left(store) == 0
@@ -193,10 +239,20 @@ async def test_a_worker_killed_mid_unit_leaves_every_pair_counted_once(store, na
 
 async def test_completed_match_units_are_skipped_and_undecodable_ones_rejected(store, nats_settings):
     done = await schedule(store, "done", RANDOM, RANDOM, max_pairs=4, per_unit=2)
-    await store.append(ev.MatchCompleted.new(
-        RUN, match_id="done", verdict="accept", pairs=0, pentanomial=[0] * 5, elo=0.0,
-        elo_ci95=0.0, llr=3.0, lower=-2.94, upper=2.94,
-    ))
+    await store.append(
+        ev.MatchCompleted.new(
+            RUN,
+            match_id="done",
+            verdict="accept",
+            pairs=0,
+            pentanomial=[0] * 5,
+            elo=0.0,
+            elo_ci95=0.0,
+            llr=3.0,
+            lower=-2.94,
+            upper=2.94,
+        )
+    )
     garbage = await store.js.publish(names.subject(names.WORK, RUN, "match", "work.match_unit"), b"\xc1junk")
     await schedule(store, "live", RANDOM, RANDOM, max_pairs=2, per_unit=2)
 
@@ -254,10 +310,16 @@ async def test_model_players_are_fetched_once_and_a_corrupt_model_rejects_its_un
         net = build_network(GAME, TINY_NET, seed=seed)
         data = save_checkpoint(net, make_meta(net, game=GAME, model_id=model_id))
         digest = await put_object(store.log, names.OBJ_MODELS, names.model_object(model_id), data)
-        await store.append(ev.CheckpointSaved.new(
-            RUN, model_id=model_id, object_name=names.model_object(model_id),
-            digest=recorded_digest or digest, generation=1, game=GAME.name,
-        ))
+        await store.append(
+            ev.CheckpointSaved.new(
+                RUN,
+                model_id=model_id,
+                object_name=names.model_object(model_id),
+                digest=recorded_digest or digest,
+                generation=1,
+                game=GAME.name,
+            )
+        )
 
     await register("ew-good", 1)
     await register("ew-bad", 2, recorded_digest="0" * 64)
@@ -270,8 +332,13 @@ async def test_model_players_are_fetched_once_and_a_corrupt_model_rejects_its_un
     worker = eval_worker.EvalWorker(store, RUN, loop_config(nats_settings), stop=stop, node="worker-m")
     task = asyncio.create_task(worker.run_until_stopped())
     try:
-        await all_counted(store, "good", 3, timeout=20)
-        [rejected] = await until(lambda: rejections(store), 10, "the corrupt model's unit rejected")
+        async with Followed(store, "event.rejected") as followed:
+            await all_counted(store, "good", 3, timeout=20)
+
+            async def rejected_units():
+                return followed.events
+
+            [rejected] = await until(rejected_units, 10, "the corrupt model's unit rejected")
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -284,23 +351,30 @@ async def test_model_players_are_fetched_once_and_a_corrupt_model_rejects_its_un
 
 
 async def test_a_live_worker_keeps_its_unit_past_the_ack_wait(store, nats_settings):
+    ack_wait = 1.0  # far shorter than the unit: only in-progress signals keep it
     consumer = match_work_consumer(store.log, RUN)
-    await consumer.open(ack_wait=1.5)  # far shorter than the unit: only in-progress keeps it
+    await consumer.open(ack_wait=ack_wait)
     await consumer.close()
-    await schedule(store, "long", SLOW, SLOW, max_pairs=8, per_unit=8)
+    await schedule(store, "long", SLOW, SLOW, max_pairs=12, per_unit=12)
     config = loop_config(nats_settings)
     first = start_worker(config, "worker-1")
     second = None
     try:
-        await until(lambda: pairs_played(store, "long"), 15, "worker 1 holding the unit")
-        second = start_worker(config, "worker-2")  # idle, fetching: it would take a redelivery
-        await all_counted(store, "long", 8, timeout=25)
+        async with Followed(store, "match.pair_played") as followed:
+
+            async def unit_taken():
+                return followed.of("long")
+
+            await until(unit_taken, 15, "worker 1 holding the unit")
+        second = start_worker(config, "worker-2")  # idle, pulling: it would get a redelivery
+        await all_counted(store, "long", 12, timeout=25)
     finally:
         for task, stop in filter(None, (first, second)):
             await stop_worker(task, stop)
+    played = await pairs_played(store, "long")
+    assert played[-1].time - played[0].time > 1.5 * ack_wait  # the unit outlasted the ack wait
     info = await store.js.consumer_info(names.WORK, names.durable(RUN, MATCH_PLAYERS))
     assert info.delivered.consumer_seq == 1  # one delivery: never redelivered while worker 1 lived
-    played = await pairs_played(store, "long")
-    assert sorted(p.pair_index for p in played) == list(range(8))
+    assert sorted(p.pair_index for p in played) == list(range(12))
     assert {p.worker for p in played} == {"worker-1"}
     assert await work_left(store) == 0
