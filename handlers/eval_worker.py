@@ -343,8 +343,7 @@ class EvalWorker:
     async def _bound_ack_wait(self) -> float:
         """The ack wait of the consumer as it is on the server (whoever made it first set it)."""
         try:
-            info = await self.store.js.consumer_info(names.WORK, self.consumer.durable)
-            bound = float(info.config.ack_wait or self.ack_wait)
+            bound = await self.consumer.ack_wait() or self.ack_wait
         except Exception as exc:  # noqa: BLE001 - unknown: keep ours, and say so
             log.warning(
                 "%s: cannot read the consumer's ack wait (%s); assuming %.0f s", self.node, exc, self.ack_wait

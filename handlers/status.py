@@ -70,8 +70,8 @@ async def collect_status(store: EventStore, config: LoopConfig) -> dict[str, Any
 
 
 async def _pool_report(store: EventStore, run: str, config: LoopConfig) -> dict[str, Any]:
-    info = await store.js.stream_info(names.GAMES)
-    out: dict[str, Any] = {"games_stream_messages": info.state.messages}
+    games = await store.stream_state(names.GAMES)
+    out: dict[str, Any] = {"games_stream_messages": games.messages}
     try:
         from projections.pool import PoolProjection
     except ImportError:

@@ -172,15 +172,14 @@ def stats(config: Path = ConfigOption) -> None:
 
     async def work(store: EventStore) -> None:
         for stream in names.STREAM_PREFIX:
-            info = await store.js.stream_info(stream)
-            st = info.state
+            st = await store.stream_state(stream)
             typer.echo(f"{stream:<9} {st.messages:>10} msgs {st.bytes / 1e6:>10.2f} MB  "
                        f"seq {st.first_seq}..{st.last_seq}")
             if stream == names.WORK or not st.messages:
                 continue
             counts: dict[str, int] = {}
 
-            def count(seq: int, subject: str, ts: float, data: bytes) -> None:
+            def count(seq: int, subject: str, ts: float, data: bytes, counts=counts) -> None:
                 tag = subject.split(".", 4)[-1]
                 counts[tag] = counts.get(tag, 0) + 1
 

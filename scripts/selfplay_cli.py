@@ -14,7 +14,8 @@ app = typer.Typer(help="Selfplay: the champion plays itself; games go to the GAM
 
 @app.callback(invoke_without_command=True)
 def selfplay(
-    games: int = typer.Option(None, "--games", "-n", min=1, help="stop after N games (default: until Ctrl-C)"),
+    games: int = typer.Option(None, "--games", "-n", min=1,
+                              help="stop after N games (default: until Ctrl-C)"),
     config: Path = typer.Option(Path("config/unified_loop.yaml"), "--config", "-c"),
     index: int = typer.Option(0, "--index", help="worker index (seeds and names the worker)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),

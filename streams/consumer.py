@@ -81,6 +81,14 @@ class DurableConsumer:
             out.append(Delivery(seq, msg.subject, msg.data, ts, delivered, msg))
         return out
 
+    async def ack_wait(self) -> float | None:
+        """The consumer's ack wait as the server has it (whoever created it first set it)."""
+        try:
+            info = await self.log.js.consumer_info(self.stream, self.durable)
+        except NotFoundError:
+            return None
+        return float(info.config.ack_wait) if info.config.ack_wait else None
+
     async def lag(self) -> int:
         """Messages not yet delivered plus delivered but not acknowledged."""
         try:

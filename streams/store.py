@@ -42,6 +42,15 @@ class Stored:
     event: Event | codec.UnknownEvent
 
 
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    stream: str
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+
+
 class _Ack(msgspec.Struct):
     stream: str = ""
     seq: int = 0
@@ -213,6 +222,15 @@ class EventStore:
         except APIError as exc:
             raise StoreError(f"last of {subject_filter}: {exc.description}") from None
         return _stored(raw)
+
+    async def stream_state(self, stream: str = names.EVENTS) -> StreamState:
+        """Size and sequence range of a stream."""
+        try:
+            info = await self.js.stream_info(stream)
+        except NotFoundError:
+            raise StoreError(f"stream {stream} does not exist") from None
+        st = info.state
+        return StreamState(stream, int(st.messages), int(st.bytes), int(st.first_seq), int(st.last_seq))
 
     async def last_seq(self, stream: str = names.EVENTS) -> int:
         try:
