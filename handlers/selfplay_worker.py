@@ -82,6 +82,7 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
         await registry.wait_for(lambda s: s.champion is not None, timeout=60)
         while not ctx.stop.is_set() and (max_games is None or totals.games < max_games):
             champion = registry.state.champion
+            assert champion is not None  # waited for above; a rollback never removes it
             if ctx.halted:  # paused: say so at every health interval, start nothing
                 await _beat(ctx, worker, champion.model_id, totals, paused=True)
                 if await ctx.sleep(config.health.interval_s):

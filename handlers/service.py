@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,7 @@ class ServiceContext:
         return self.stop.is_set()
 
 
-Body = Callable[[ServiceContext], Awaitable[None]]
+Body = Callable[[ServiceContext], Coroutine[Any, Any, None]]
 
 
 async def run_service(

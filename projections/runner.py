@@ -91,7 +91,8 @@ class ProjectionRunner(Generic[S]):
         if not data:
             return False
         try:
-            snap = msgspec.msgpack.decode(data, type=_Snapshot[self.projection.state_type])
+            snap_type = _Snapshot[self.projection.state_type]  # type: ignore[name-defined]
+            snap = msgspec.msgpack.decode(data, type=snap_type)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("snapshot %s unreadable (%s): rebuilding from the log", self.snapshot_key, exc)
             return False

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,7 +47,7 @@ def load_target(config: Path, run: str | None = None) -> Target:
     return Target(nats=nats, run=run or str(data.get("run", "main")))
 
 
-def run_async(main: Callable[[], Awaitable[T]]) -> T:
+def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``main()`` on a uvloop event loop (no event-loop policies)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main())

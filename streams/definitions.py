@@ -7,6 +7,8 @@ with the stream's name and the server's reason, never a crash.
 
 from __future__ import annotations
 
+from typing import Any
+
 from nats.js import api
 from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 
@@ -20,7 +22,7 @@ _STREAM_IN_USE = 10058
 def stream_configs(settings: NatsSettings) -> list[api.StreamConfig]:
     """The four streams of jetzero."""
     window = settings.duplicate_window_s
-    common = dict(
+    common: dict[str, Any] = dict(
         storage=api.StorageType.FILE,
         num_replicas=settings.replicas,
         allow_direct=True,

@@ -423,7 +423,8 @@ def _stored(raw: api.RawStreamMsg) -> Stored:
     if stamp:
         ts = parse_timestamp(stamp)
     else:
-        ts = raw.time.timestamp() if getattr(raw, "time", None) else 0.0
+        when = getattr(raw, "time", None)
+        ts = when.timestamp() if when is not None else 0.0
     return Stored(int(raw.seq or 0), raw.subject or "", ts, codec.decode(raw.data or b""))
 
 
