@@ -9,7 +9,9 @@
     │                           (engine.strength)
     ├── CheckpointError         a checkpoint that is corrupt, fails its digest, or does not
     │                           match the expected game / architecture
-    └── TrainingDiverged        a training step produced a NaN or infinite loss
+    ├── TrainingDiverged        a training step produced a NaN or infinite loss
+    ├── InvalidSamples          (engine.samples) training arrays of the wrong shape or values
+    └── InvalidGameRecord       (engine.selfplay) a game record that does not replay
 """
 
 from __future__ import annotations
