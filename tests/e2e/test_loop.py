@@ -24,7 +24,7 @@ import yaml
 
 from projections.models import ModelRegistryProjection, lineage
 from projections.pool import PoolProjection, training_window
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionRunner, state_as_of
 from streams import names
 from streams.kv import alive_nodes
 from streams.server import free_port
@@ -193,19 +193,25 @@ async def _run_scenario(store, cfg, config: Path, metrics_port: int) -> None:
     assert max(promoted.values()) == 1
     await registry.stop()
 
-    # 5. stop, start again: the same champion and pool, no repeated promotion
-    before = registry.state.champion
+    # 5. stop, start again: it continues from the log — the champion and the pool as they were
+    #    at the stop, and no promotion repeated
     stopped = script("unified_ai_loop.py", "--stop", "--config", str(config), timeout=180)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
     status = script("unified_ai_loop.py", "--status", "--json", "--config", str(config))
     assert status.returncode == 0 and '"state":"stopped"' in status.stdout
+    at_stop = await state_as_of(store, ModelRegistryProjection(), "e2e")
+    pool_at_stop = await state_as_of(store, PoolProjection(), "e2e")
     again = script("unified_ai_loop.py", "--start", "--config", str(config))
     assert again.returncode == 0, again.stderr
     twice = script("unified_ai_loop.py", "--start", "--config", str(config))
     assert "already running" in twice.stdout
-    fresh = ProjectionRunner(store, ModelRegistryProjection(), "e2e")
-    await fresh.catch_up()
-    assert fresh.state.champion.model_id == before.model_id
+    starts = [s.seq async for s in store.read(subject_filter=names.tag_filter(
+        names.EVENTS, "e2e", "loop.started"))]
+    assert len(starts) == 2
+    registry_at_start, _ = await state_as_of(store, ModelRegistryProjection(), "e2e", seq=starts[-1])
+    pool_at_start, _ = await state_as_of(store, PoolProjection(), "e2e", seq=starts[-1])
+    assert registry_at_start.champion == at_stop[0].champion
+    assert pool_at_start.positions == pool_at_stop[0].positions
     promoted = Counter(e.model_id for e in await tags(store) if e.tag == "candidate.promoted")
     assert max(promoted.values()) == 1
 
