@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ import yaml
 
 from engine.bench_strength import PUBLIC_POSITIONS, RAW_POLICY, mcts_name, measure_model, spread
 from streams import names
+from streams.server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 UNIFIED_LOOP = REPO / "scripts" / "unified_ai_loop.py"
@@ -403,12 +403,6 @@ async def observe(
 
 
 # -- the entry point --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _loop_cli(action: str, config_path: Path, timeout: float) -> tuple[int, str]:

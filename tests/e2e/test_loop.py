@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -29,6 +28,7 @@ from streams import names
 from streams.kv import alive_nodes
 from streams.server import free_port
 from tests.loop_configs import write_tiny_loop
+from tests.waiting import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,17 +48,6 @@ PROMOTION = {
 def script(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-
-
-async def until(predicate, timeout: float, what: str, poll: float = 0.25):
-    """Poll an async predicate with a deadline (a condition, never a bare sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def tags(store, stream=names.EVENTS, run="e2e") -> list:

@@ -17,6 +17,7 @@ from streams import events as ev
 from streams import names
 from streams.objects import put_object
 from tests.loop_configs import write_tiny_loop
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -80,11 +81,10 @@ async def test_a_new_champion_is_picked_up_between_games(store, nats_settings, t
 
 
 async def _until(store, predicate, timeout: float = 60.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
+    """The games once ``predicate(games)`` holds."""
+
+    async def games_if():
         games = await _games(store)
-        if predicate(games):
-            return games
-        await asyncio.sleep(0.2)
-    raise AssertionError("condition not reached")
+        return games if predicate(games) else None
+
+    return await until(games_if, timeout, "the selfplay games")
