@@ -107,14 +107,21 @@ class NetworkMCTSPlayer:
         settings: SearchSettings | None = None,
         name: str = "",
         device: str | None = None,
+        evaluator: NetworkEvaluator | None = None,
     ):
         self.settings = _net_settings(simulations, settings)
         self.temperature = temperature
         self.name = name or f"net-mcts-{simulations}"
-        self.evaluator = NetworkEvaluator(net, device=device)
+        # ``evaluator``: one already built for ``net``, shared by players of one model (no copy)
+        self.evaluator = evaluator if evaluator is not None else NetworkEvaluator(net, device=device)
         self._rng = np.random.default_rng(seed)
         self._search: BatchedSearch | None = None
         self._searched = False  # the current root has had its simulations
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The player's seeded generator (ties between equally visited moves)."""
+        return self._rng
 
     def _go_to(self, state: State) -> BatchedSearch:
         search = self._search

@@ -2,19 +2,25 @@
 
 Any number of workers, in any process on any machine, share the run's one durable pull
 consumer of match units (``match_work_consumer``; the WORK stream's work-queue retention
-gives each unit to one worker). A worker takes one unit at a time and:
+gives each unit to one worker). A worker fetches up to ``evaluation.units_per_batch`` units
+at a time and:
 
-- acknowledges it without play when its match is already completed (matches projection);
-- plays its pairs not yet counted (``engine.arena.play_pair`` in a thread, players from
-  ``PlayersCache``, the pair's opening and seed) and appends one ``match.pair_played`` per
-  pair with an id derived from the match and the pair index (``match_play.pair_event_id``,
-  the one the in-process match player uses too), so a pair played again, by a second worker
-  after a crash or by the same one, lands once; the projection counts a pair index once anyway;
-- signals ``in_progress`` after every pair and every ``ack_wait / 3`` during one, so a live
-  worker keeps its unit while a dead worker's unit goes to another after ``ack_wait``;
-- between pairs, on stop or halt, gives the unit back (nak: at once redeliverable, and the
-  pairs it already reported are skipped by whoever takes it). While the loop is halted it
-  takes no unit, so no match game starts.
+- acknowledges a unit without play when its match is already completed (matches projection);
+- plays the pairs not yet counted of all its units together (``engine.batched_arena``: one
+  move in every game per step, in a thread; the searches of one model are batched across
+  games, about 4x the match throughput of one game at a time), players from ``PlayersCache``
+  (fresh, seeded by the pair, per game), the pair's opening or seeded random plies;
+- appends one ``match.pair_played`` per pair as soon as its two games end, with an id derived
+  from the match and the pair index (``match_play.pair_event_id``, the one the in-process
+  match player uses too), so a pair played again, by a second worker after a crash or by the
+  same one, lands once; the projection counts a pair index once anyway;
+- drops the games of a match that completed meanwhile (its SPRT decided), and acks a unit
+  once its pairs are reported or its match is complete;
+- signals ``in_progress`` after every pair and every ``ack_wait / 3``, so a live worker keeps
+  its units while a dead worker's units go to another after ``ack_wait``;
+- between steps, on stop or halt, gives its unfinished units back (nak: at once
+  redeliverable, and the pairs it already reported are skipped by whoever takes them).
+  While the loop is halted it takes no unit, so no match game starts.
 
 A unit that does not decode, or that cannot be played (unknown player kind, a model whose
 checkpoint is missing or corrupt, an illegal opening, another game) is recorded as
@@ -34,7 +40,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.arena import PairResult, play_pair
+from engine.arena import PairResult, play_pair, random_opening
+from engine.batched_arena import BatchedGames, GameJob, pair_jobs, pair_result
 from engine.errors import IllegalMove
 from engine.games import get_game
 from engine.games.base import Game, Player
@@ -61,6 +68,7 @@ __all__ = [
     "RANDOM_PLIES",
     "EvalWorker",
     "WorkerStats",
+    "pair_opening",
     "pair_played",
     "play_unit_pair",
     "player_seeds",
@@ -95,6 +103,13 @@ def play_unit_pair(
     return play_pair(game, candidate, opponent, tuple(pair.opening), rng, plies)
 
 
+def pair_opening(game: Game, pair: PairSpec, random_plies: int = RANDOM_PLIES) -> tuple[int, ...]:
+    """The pair's opening, or ``random_plies`` random moves drawn by the pair's seed."""
+    if pair.opening:
+        return tuple(int(m) for m in pair.opening)
+    return random_opening(game, random_plies, np.random.default_rng(pair.seed))
+
+
 def pair_played(
     run: str, unit: MatchUnit, pair: PairSpec, result: PairResult, worker: str
 ) -> ev.MatchPairPlayed:
@@ -115,6 +130,16 @@ def pair_played(
         outcomes=[g.outcome for g in result.games],
         worker=worker,
     )
+
+
+@dataclass
+class _UnitPlay:
+    """A unit being played: its pairs still to report, each with its two game indices."""
+
+    unit: MatchUnit
+    delivery: Delivery
+    pending: dict[int, tuple[PairSpec, int, int]] = field(default_factory=dict)
+    settled: bool = False  # acked, given back or rejected
 
 
 @dataclass
@@ -175,7 +200,8 @@ class EvalWorker:
             store.log, self.game, self.registry, default_simulations=config.evaluation.simulations
         )
         self.stats = WorkerStats()
-        self._current: Delivery | None = None  # the unit being played
+        self.units_per_batch = config.evaluation.units_per_batch
+        self._current: list[Delivery] = []  # the units being played
         self._touched = 0.0  # when it was last marked in progress
 
     async def run_until_stopped(self) -> None:
@@ -191,8 +217,9 @@ class EvalWorker:
                 if self.halted():
                     await self._sleep(self.poll_s)
                     continue
-                for delivery in await self.consumer.fetch(1, timeout=self.poll_s):
-                    await self.take(delivery)
+                deliveries = await self.consumer.fetch(self.units_per_batch, timeout=self.poll_s)
+                if deliveries:
+                    await self.take(deliveries)
         finally:
             pulse.cancel()
             await asyncio.gather(pulse, return_exceptions=True)
@@ -200,81 +227,141 @@ class EvalWorker:
             await self.registry.stop()
             await self.matches.stop()
 
-    async def take(self, delivery: Delivery) -> None:
-        """Decode one work item and play it, or record why it cannot be played."""
+    async def take(self, deliveries: list[Delivery]) -> None:
+        """Decode the fetched work items and play the playable units together."""
+        units = []
+        for delivery in deliveries:
+            unit = await self._accept(delivery)
+            if unit is not None:
+                units.append(_UnitPlay(unit, delivery))
+        if units:
+            await self.play_units(units)
+
+    async def _accept(self, delivery: Delivery) -> MatchUnit | None:
+        """The unit in ``delivery`` if it is to be played; otherwise settle it and say why."""
         try:
             item = codec.decode(delivery.data)
         except DecodeError as exc:
             await self._reject(delivery, str(exc))
-            return
+            return None
         if isinstance(item, codec.UnknownEvent):
             log.warning("%s: work item %r of a newer build left for a newer worker", self.node, item.type)
             await delivery.nak(delay=UNKNOWN_DELAY_S)
-            return
+            return None
         if not isinstance(item, MatchUnit):
             await self._reject(delivery, f"not a match unit: {item.tag}")
-            return
+            return None
         if item.game != self.game.name:
             reason = f"unit {item.unit_id} is for {item.game}; this run plays {self.game.name}"
             await self._reject(delivery, reason)
-            return
-        await self.play_unit(item, delivery)
-
-    async def play_unit(self, unit: MatchUnit, delivery: Delivery) -> None:
-        """Play the pairs of ``unit`` not yet counted; ack, give back (nak) or reject it."""
-        match = self.matches.state.get(unit.match_id)
-        if match is not None and match.completed:
+            return None
+        if self._completed(item.match_id):
             self.stats.units_skipped += 1
-            log.info("%s: unit %s skipped: match %s is completed", self.node, unit.unit_id, unit.match_id)
+            log.info("%s: unit %s skipped: match %s is completed", self.node, item.unit_id, item.match_id)
             await delivery.ack()
-            return
+            return None
         if delivery.delivered > 1:
-            log.info("%s: unit %s redelivered (delivery %d)", self.node, unit.unit_id, delivery.delivered)
-        self._current, self._touched = delivery, time.monotonic()
-        try:
-            outcome = await self._play_pairs(unit, delivery)
-        finally:
-            self._current = None
-        match outcome:
-            case "done":
-                self.stats.units_done += 1
-                await delivery.ack()
-            case "abandoned":
-                self.stats.units_abandoned += 1
-                log.info("%s: unit %s given back (stop or halt)", self.node, unit.unit_id)
-                await delivery.nak()
-            case "retry":
-                await delivery.nak(delay=RETRY_DELAY_S)
-            case reason:
-                await self._reject(delivery, reason)
+            log.info("%s: unit %s redelivered (delivery %d)", self.node, item.unit_id, delivery.delivered)
+        return item
 
-    async def _play_pairs(self, unit: MatchUnit, delivery: Delivery) -> str:
-        """``done``, ``abandoned``, ``retry``, or the reason the unit cannot be played."""
+    def _completed(self, match_id: str) -> bool:
+        match = self.matches.state.get(match_id)
+        return match is not None and match.completed
+
+    async def play_units(self, plays: list[_UnitPlay]) -> None:
+        """Play the uncounted pairs of every unit in one batch; ack, give back or reject each."""
+        jobs: list[GameJob] = []
+        for play in plays:
+            problem = await self._prepare(play, jobs)
+            if problem is not None:
+                await self._settle_unplayable(play, problem)
+        live = [p for p in plays if not p.settled]
+        if not live:
+            return
+        games = BatchedGames(self.game, jobs)
+        self._current, self._touched = [p.delivery for p in live], time.monotonic()
+        try:
+            while True:
+                await self._report(live, games)
+                if all(p.settled for p in live):
+                    return
+                if self.stop.is_set() or self.halted():
+                    for play in live:
+                        if not play.settled:
+                            play.settled = True
+                            self.stats.units_abandoned += 1
+                            log.info("%s: unit %s given back (stop or halt)", self.node, play.unit.unit_id)
+                            await play.delivery.nak()
+                    return
+                try:
+                    await asyncio.to_thread(games.step)
+                except IllegalMove as exc:
+                    for play in live:
+                        if not play.settled:
+                            await self._settle_unplayable(play, f"unit {play.unit.unit_id}: {exc}")
+                    return
+        finally:
+            self._current = []
+
+    async def _prepare(self, play: _UnitPlay, jobs: list[GameJob]) -> str | None:
+        """Add the games of ``play``'s uncounted pairs to ``jobs``; None, ``retry`` or why not."""
+        unit = play.unit
+        match = self.matches.state.get(unit.match_id)
         for pair in unit.pairs:
-            if self.stop.is_set() or self.halted():
-                return "abandoned"
-            match = self.matches.state.get(unit.match_id)
-            if match is not None and match.completed:
-                return "done"  # decided meanwhile: the rest is not needed
             if match is not None and pair.pair_index in match.pairs_counted:
                 continue
             candidate_seed, opponent_seed = player_seeds(pair.seed)
             try:
-                candidate = await self.players.player(unit.candidate, candidate_seed)
-                opponent = await self.players.player(unit.opponent, opponent_seed)
-                result = await asyncio.to_thread(play_unit_pair, self.game, candidate, opponent, pair)
+                sides = [
+                    await self.players.player(unit.candidate, candidate_seed),
+                    await self.players.player(unit.opponent, opponent_seed),
+                    await self.players.player(unit.opponent, opponent_seed),
+                    await self.players.player(unit.candidate, candidate_seed),
+                ]
+                opening = pair_opening(self.game, pair)
+                self.game.from_moves(opening)
             except PlayerUnavailable as exc:
                 if exc.retry:
                     log.warning("%s: unit %s put back: %s", self.node, unit.unit_id, exc)
                     return "retry"
                 return f"unit {unit.unit_id}: {exc}"
             except IllegalMove as exc:
-                return f"unit {unit.unit_id} pair {pair.pair_index}: {exc}"
-            await self.store.append(pair_played(self.run, unit, pair, result, self.node))
-            self.stats.played(time.monotonic())
-            await delivery.in_progress()
-            self._touched = time.monotonic()
-        return "done"
+                return f"unit {unit.unit_id} pair {pair.pair_index}: illegal opening: {exc}"
+            first, second = pair_jobs((sides[0], sides[1]), (sides[2], sides[3]), opening)
+            play.pending[pair.pair_index] = (pair, len(jobs), len(jobs) + 1)
+            jobs.extend((first, second))
+        return None
+
+    async def _settle_unplayable(self, play: _UnitPlay, problem: str) -> None:
+        play.settled = True
+        if problem == "retry":
+            await play.delivery.nak(delay=RETRY_DELAY_S)
+        else:
+            await self._reject(play.delivery, problem)
+
+    async def _report(self, plays: list[_UnitPlay], games: BatchedGames) -> None:
+        """Append every newly finished pair; settle units whose match completed or that are done."""
+        for play in plays:
+            if play.settled:
+                continue
+            if self._completed(play.unit.match_id):  # decided meanwhile: the rest is not needed
+                for _, first, second in play.pending.values():
+                    games.cancel(first)
+                    games.cancel(second)
+                play.pending.clear()
+            for index, (pair, first, second) in list(play.pending.items()):
+                a_first, b_first = games.results[first], games.results[second]
+                if a_first is None or b_first is None:
+                    continue
+                result = pair_result(a_first, b_first)
+                await self.store.append(pair_played(self.run, play.unit, pair, result, self.node))
+                self.stats.played(time.monotonic())
+                del play.pending[index]
+                await play.delivery.in_progress()
+            if not play.pending:
+                play.settled = True
+                self.stats.units_done += 1
+                await play.delivery.ack()
 
     async def _reject(self, delivery: Delivery, reason: str) -> None:
         """Record an unplayable work item as ``event.rejected`` (id fixed by its sequence), ack it."""
@@ -313,7 +400,7 @@ class EvalWorker:
                     "units_skipped": float(s.units_skipped),
                     "units_rejected": float(s.units_rejected),
                     "units_abandoned": float(s.units_abandoned),
-                    "busy": 1.0 if self._current is not None else 0.0,
+                    "busy": float(len(self._current)),
                     "halted": 1.0 if self.halted() else 0.0,
                 },
             ),
@@ -325,10 +412,11 @@ class EvalWorker:
         last_beat = -float("inf")
         while True:
             now = time.monotonic()
-            current = self._current
-            if current is not None and now - self._touched >= touch_every:
+            current = list(self._current)
+            if current and now - self._touched >= touch_every:
                 try:
-                    await current.in_progress()
+                    for delivery in current:
+                        await delivery.in_progress()
                     self._touched = now
                 except Exception as exc:  # noqa: BLE001 - retried on the next tick
                     log.warning("%s: in-progress signal failed: %s", self.node, exc)

@@ -1,11 +1,28 @@
-"""The evaluator's pure decisions: which matches a checkpoint plays, and their units of work.
+"""The evaluator's pure decisions: which candidate is evaluated, its matches, their units of work.
 
-- ``schedule_for_checkpoint``: a new checkpoint plays the champion (gate), the previous K
-  champions (regression) and the reference players (reference), once per candidate.
+One candidate is evaluated at a time, always the newest: the trainer saves checkpoints faster
+than they can be evaluated, and a gate match against a champion that changes meanwhile is
+wasted (the promoter rejects it as stale). So, a pure function of the registry:
+
+- ``evaluations_in_progress``: candidates with scheduled matches and no decision yet (one
+  that ``STALLED_AFTER`` newer checkpoints overtook, its evaluation stuck, no longer counts).
+- ``next_candidate``: when none is in progress, the checkpoint to evaluate: the oldest
+  pending import (a user awaits its verdict), else the newest pending checkpoint (highest
+  generation, then latest saved); pending: not the champion, not decided, not reverted, no
+  match scheduled (``pending_candidates``). A trainer checkpoint older than one already
+  scheduled, or saved before the last rollback, is skipped for good (the trainer continues
+  from the newest, and after a rollback from what was saved since).
+- ``schedule_next``: on ``checkpoint.saved``, ``candidate.promoted``, ``candidate.rejected``
+  and ``champion.rolled_back``: nothing while an evaluation is in progress (except a set
+  scheduled only in part, which is scheduled again whole), else the set of ``next_candidate``.
+- ``schedule_evaluation`` (``schedule_for_checkpoint`` for a saved checkpoint): a candidate's
+  set, played once: the champion as the registry has it now (gate), the previous K champions
+  (regression) and the reference players (reference).
+- ``schedule_watch``: after a promotion, the new champion against its predecessor (alongside
+  the evaluations, not one of them).
 - ``work_units``: a match's ``max_pairs`` pairs split into units of ``pairs_per_unit``, the
   openings cycled in pair order, each pair with its own seed.
 - ``complete_match``: ``match.completed`` once a match's SPRT decides or its cap is reached.
-- ``schedule_watch``: after a promotion, the new champion against its predecessor.
 - ``decide`` dispatches an event to the above (what the evaluator handler calls).
 
 Match ids derive from the purpose, the candidate and the opponent, so a redone decision
@@ -27,7 +44,7 @@ from projections.matches import (
     MatchesProjection,
     match_decision,
 )
-from projections.models import ModelRegistry, previous_champions
+from projections.models import ModelRecord, ModelRegistry, previous_champions
 from streams import events as ev
 from streams import names
 from streams.envelope import Event
@@ -36,12 +53,22 @@ from streams.work import MatchUnit, PairSpec
 __all__ = [
     "complete_match",
     "decide",
+    "evaluations_in_progress",
     "match_id_for",
+    "next_candidate",
     "pair_seed",
+    "pending_candidates",
+    "schedule_evaluation",
     "schedule_for_checkpoint",
+    "schedule_next",
     "schedule_watch",
     "work_units",
 ]
+
+IMPORTED = "import"  # the ``source`` of a checkpoint imported by the promotion manager
+# Newer trainer checkpoints after which an undecided evaluation no longer blocks the next one
+# (normally a candidate is decided within one or two trainings).
+STALLED_AFTER = 4
 
 Opening = Sequence[int]
 
@@ -83,19 +110,20 @@ def _scheduled(
     )
 
 
-def schedule_for_checkpoint(
+def schedule_evaluation(
     registry: ModelRegistry,
-    event: ev.CheckpointSaved,
+    model: str,
+    cause: Event,
     config: PromotionConfig,
     openings_count: int,
 ) -> list[Event]:
-    """The evaluation matches of the checkpoint in ``event``, or none if it needs none.
+    """The evaluation matches of candidate ``model``, caused by ``cause``, or none if it needs none.
 
     None for: no champion yet, the champion itself, a candidate already decided, or one
     whose matches are all scheduled. A set scheduled only in part (a crash between appends)
     is scheduled again whole; the projections keep the first of each match id.
     """
-    model, champion = event.model_id, registry.champion
+    champion = registry.champion
     if champion is None or model == champion.model_id or registry.is_decided(model):
         return []
     evaluation = registry.evaluations.get(model)
@@ -111,9 +139,98 @@ def schedule_for_checkpoint(
     for reference in reg.reference_players:
         plan.append((REFERENCE, reference.spec(), reg.max_pairs, reg.sprt))
     return [
-        _scheduled(event, config, model, purpose, opponent, pairs, sprt, openings_count, len(plan))
+        _scheduled(cause, config, model, purpose, opponent, pairs, sprt, openings_count, len(plan))
         for purpose, opponent, pairs, sprt in plan
     ]
+
+
+def schedule_for_checkpoint(
+    registry: ModelRegistry,
+    event: ev.CheckpointSaved,
+    config: PromotionConfig,
+    openings_count: int,
+) -> list[Event]:
+    """The evaluation matches of the checkpoint in ``event`` (``schedule_evaluation``), whatever
+    else is pending or in progress: ``schedule_next`` is the evaluator's policy."""
+    return schedule_evaluation(registry, event.model_id, event, config, openings_count)
+
+
+def evaluations_in_progress(registry: ModelRegistry) -> list[str]:
+    """Candidates with evaluation matches scheduled and no decision yet, in scheduling order,
+    except a stalled one: ``STALLED_AFTER`` newer trainer checkpoints saved since it was means
+    its evaluation cannot finish (a unit rejected as unplayable, say), and it blocks no more."""
+    return [
+        model for model in registry.evaluations
+        if not registry.is_decided(model) and not _stalled(registry, model)
+    ]
+
+
+def _stalled(registry: ModelRegistry, model: str) -> bool:
+    record = registry.models.get(model)
+    if record is None:
+        return False
+    newer = sum(
+        1 for r in registry.models.values() if r.source != IMPORTED and r.saved_seq > record.saved_seq
+    )
+    return newer >= STALLED_AFTER
+
+
+def pending_candidates(registry: ModelRegistry) -> list[ModelRecord]:
+    """Checkpoints that may still be evaluated: not the champion, not decided, not reverted, none
+    of their matches scheduled (none at all without a champion); and, unless imported, saved
+    after the last rollback (the trainer left the line before it) and after every trainer
+    checkpoint already scheduled (an older one is skipped for good)."""
+    champion = registry.champion
+    if champion is None:
+        return []
+    since = registry.rollbacks[-1].seq if registry.rollbacks else 0
+    for model in registry.evaluations:
+        record = registry.models.get(model)
+        if record is not None and record.source != IMPORTED:
+            since = max(since, record.saved_seq)
+    return [
+        record
+        for model, record in registry.models.items()
+        if model != champion.model_id
+        and not registry.is_decided(model)
+        and model not in registry.reverted_models
+        and model not in registry.evaluations
+        and (record.source == IMPORTED or record.saved_seq > since)
+    ]
+
+
+def next_candidate(registry: ModelRegistry) -> str | None:
+    """The checkpoint to evaluate next: the oldest pending import (a user awaits its verdict),
+    else the newest pending checkpoint (highest generation, then latest saved)."""
+    pending = pending_candidates(registry)
+    imports = [r for r in pending if r.source == IMPORTED]
+    if imports:
+        return min(imports, key=lambda r: r.saved_seq).model_id
+    if not pending:
+        return None
+    return max(pending, key=lambda r: (r.generation, r.saved_seq)).model_id
+
+
+def schedule_next(
+    registry: ModelRegistry,
+    cause: Event,
+    config: PromotionConfig,
+    openings_count: int,
+) -> list[Event]:
+    """The evaluation to schedule now that ``cause`` is folded in, if any.
+
+    While an evaluation is in progress: none, unless its set is scheduled only in part (then
+    that set again, whole). Otherwise the set of ``next_candidate``, its gate against the
+    champion as the registry has it now.
+    """
+    running = evaluations_in_progress(registry)
+    if running:
+        return [e for model in running
+                for e in schedule_evaluation(registry, model, cause, config, openings_count)]
+    model = next_candidate(registry)
+    if model is None:
+        return []
+    return schedule_evaluation(registry, model, cause, config, openings_count)
 
 
 def schedule_watch(
@@ -195,8 +312,8 @@ def decide(
     if isinstance(event, ev.MatchScheduled | ev.MatchPairPlayed):
         matches = MatchesProjection().apply(matches, event)
     match event:
-        case ev.CheckpointSaved():
-            return schedule_for_checkpoint(registry, event, config, len(openings))
+        case ev.CheckpointSaved() | ev.CandidateRejected() | ev.ChampionRolledBack():
+            return schedule_next(registry, event, config, len(openings))
         case ev.MatchScheduled():
             current = matches.get(event.match_id)
             if current is None or current.scheduled.id != event.id or current.completed:
@@ -206,7 +323,8 @@ def decide(
             return complete_match(matches, event)
         case ev.CandidatePromoted():
             planned = schedule_watch(registry, event, config, len(openings))
-            return [
+            watch = [
                 e for e in planned if isinstance(e, ev.MatchScheduled) and matches.get(e.match_id) is None
             ]
+            return watch + schedule_next(registry, event, config, len(openings))
     return []

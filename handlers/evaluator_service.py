@@ -2,8 +2,12 @@
 
 A ``HandlerShell`` on the run's EVENTS runs ``handlers.evaluator.decide`` for
 
-- ``checkpoint.saved``: the candidate's gate, regression and reference ``match.scheduled``;
-- ``candidate.promoted``: the new champion's watch match;
+- ``checkpoint.saved``, ``candidate.promoted``, ``candidate.rejected``,
+  ``champion.rolled_back``: unless a candidate's evaluation is in progress (matches scheduled,
+  no decision yet), the gate, regression and reference ``match.scheduled`` of the newest
+  pending checkpoint (one candidate at a time, against the champion of the moment; older
+  pending checkpoints are skipped; ``handlers.evaluator.schedule_next``);
+- ``candidate.promoted`` also: the new champion's watch match;
 - ``match.scheduled``: the match's ``MatchUnit`` items, appended to WORK.
 
 Units are made from the ``match.scheduled`` event as it stands in the log (not together with
@@ -48,7 +52,13 @@ __all__ = [
 
 HANDLER = "evaluator"
 MATCH_PLAYERS = "evalworker"  # the durable consumer (and heartbeat role) of match players
-_REACTS_TO = (ev.CheckpointSaved, ev.CandidatePromoted, ev.MatchScheduled)
+_REACTS_TO = (
+    ev.CheckpointSaved,
+    ev.CandidatePromoted,
+    ev.CandidateRejected,
+    ev.ChampionRolledBack,
+    ev.MatchScheduled,
+)
 
 
 def match_work_consumer(log: Log, run: str) -> DurableConsumer:

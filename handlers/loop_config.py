@@ -7,7 +7,7 @@ engine's own settings (network, training) are the engine's Structs, embedded as 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -64,6 +64,8 @@ class EvaluationSection(msgspec.Struct, **_STRICT):
     workers: int = 1
     simulations: int = 64
     torch_threads: int = 1
+    # match units a worker fetches and plays together (one batched search per model)
+    units_per_batch: Annotated[int, msgspec.Meta(ge=1)] = 16
 
 
 class HealthSection(msgspec.Struct, **_STRICT):

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from engine.checkpoint import load_checkpoint
 from engine.errors import CheckpointError
 from engine.games.base import Game, Player
-from engine.network import PolicyValueNet
+from engine.network import NetworkEvaluator, PolicyValueNet
 from engine.players import NetworkMCTSPlayer, PureMCTSPlayer, RandomPlayer
 from projections.models import ModelRegistry
 from projections.runner import ProjectionRunner
@@ -47,11 +47,13 @@ def build_player(
     *,
     net: PolicyValueNet | None = None,
     default_simulations: int = 64,
+    evaluator: NetworkEvaluator | None = None,
 ) -> Player:
     """A fresh player for ``spec`` seeded with ``seed``.
 
     A ``model`` spec needs its loaded ``net`` and searches ``spec.simulations`` per move
-    (``default_simulations`` when the spec leaves it at 0); ``pure_mcts`` runs
+    (``default_simulations`` when the spec leaves it at 0), through ``evaluator`` when given
+    (one inference copy of ``net`` shared by its players); ``pure_mcts`` runs
     ``spec.simulations`` random-rollout iterations per move.
     """
     match spec.kind:
@@ -67,7 +69,9 @@ def build_player(
             simulations = spec.simulations or default_simulations
             if simulations < 1:
                 raise PlayerUnavailable(f"model {spec.model_id!r}: simulations must be >= 1")
-            return NetworkMCTSPlayer(net, simulations=simulations, seed=seed, name=spec.model_id)
+            return NetworkMCTSPlayer(
+                net, simulations=simulations, seed=seed, name=spec.model_id, evaluator=evaluator
+            )
     raise PlayerUnavailable(f"unknown player kind {spec.kind!r} (known: model, random, pure_mcts)")
 
 
@@ -98,6 +102,7 @@ class PlayersCache:
         self.registry_wait_s = registry_wait_s
         self.fetches = 0  # checkpoints fetched from the object store (a miss each)
         self._nets: OrderedDict[str, PolicyValueNet] = OrderedDict()
+        self._evaluators: dict[str, NetworkEvaluator] = {}  # one inference copy per cached net
 
     @property
     def cached(self) -> list[str]:
@@ -105,9 +110,19 @@ class PlayersCache:
         return list(self._nets)
 
     async def player(self, spec: PlayerSpec, seed: int) -> Player:
-        """A fresh player for ``spec`` (its model's net loaded first if needed)."""
-        net = await self.net(spec.model_id) if spec.kind == "model" else None
-        return build_player(spec, seed, net=net, default_simulations=self.default_simulations)
+        """A fresh player for ``spec`` (its model's net loaded first if needed).
+
+        Players of one model share one evaluator, so a batched match searches them together.
+        """
+        net = evaluator = None
+        if spec.kind == "model":
+            net = await self.net(spec.model_id)
+            evaluator = self._evaluators.get(spec.model_id)
+            if evaluator is None:
+                evaluator = self._evaluators[spec.model_id] = NetworkEvaluator(net)
+        return build_player(
+            spec, seed, net=net, default_simulations=self.default_simulations, evaluator=evaluator
+        )
 
     async def net(self, model_id: str) -> PolicyValueNet:
         """The net of ``model_id``: from the cache, or fetched and verified."""
@@ -118,7 +133,8 @@ class PlayersCache:
         net = await self._load(model_id)
         self._nets[model_id] = net
         while len(self._nets) > self.capacity:
-            self._nets.popitem(last=False)
+            evicted, _ = self._nets.popitem(last=False)
+            self._evaluators.pop(evicted, None)
         return net
 
     async def _load(self, model_id: str) -> PolicyValueNet:

@@ -357,22 +357,23 @@ async def test_a_live_worker_keeps_its_unit_past_the_ack_wait(store, nats_settin
     await consumer.close()
     await schedule(store, "long", SLOW, SLOW, max_pairs=12, per_unit=12)
     config = loop_config(nats_settings)
+    taken_at = time.time()
     first = start_worker(config, "worker-1")
     second = None
     try:
-        async with Followed(store, "match.pair_played") as followed:
 
-            async def unit_taken():
-                return followed.of("long")
+        async def unit_taken():
+            info = await store.js.consumer_info(names.WORK, names.durable(RUN, MATCH_PLAYERS))
+            return info.num_ack_pending == 1
 
-            await until(unit_taken, 15, "worker 1 holding the unit")
+        await until(unit_taken, 15, "worker 1 holding the unit")
         second = start_worker(config, "worker-2")  # idle, pulling: it would get a redelivery
         await all_counted(store, "long", 12, timeout=25)
     finally:
         for task, stop in filter(None, (first, second)):
             await stop_worker(task, stop)
     played = await pairs_played(store, "long")
-    assert played[-1].time - played[0].time > 1.5 * ack_wait  # the unit outlasted the ack wait
+    assert played[-1].time - taken_at > 1.5 * ack_wait  # the unit outlasted the ack wait
     info = await store.js.consumer_info(names.WORK, names.durable(RUN, MATCH_PLAYERS))
     assert info.delivered.consumer_seq == 1  # one delivery: never redelivered while worker 1 lived
     assert sorted(p.pair_index for p in played) == list(range(12))

@@ -1,4 +1,5 @@
-"""The evaluator's pure decisions: what a checkpoint plays (once), and how a match is cut."""
+"""The evaluator's pure decisions: what a checkpoint plays (once), which one (one at a time, the
+newest), and how a match is cut."""
 
 from __future__ import annotations
 
@@ -205,3 +206,187 @@ def test_a_promotion_schedules_one_watch_match():
     assert evaluator.decide(w.registry, w.matches, promoted, CONFIG, game="ttt", openings=[()]) == []
     off = PromotionConfig(watch=CONFIG.watch.__class__(enabled=False))
     assert evaluator.schedule_watch(w.registry, promoted, off, 1) == []
+
+
+# -- one candidate at a time, always the newest ---------------------------------------------
+
+
+def react(w: World, event: ev.Event) -> list[ev.MatchScheduled]:
+    """The evaluator's candidate matches after ``event`` (already in ``w``), appended to ``w``."""
+    out = evaluator.decide(w.registry, w.matches, event, CONFIG, game="ttt", openings=[()])
+    w.append(*out)
+    return [e for e in out if isinstance(e, ev.MatchScheduled) and e.purpose != WATCH]
+
+
+def gates(w: World) -> dict[str, str]:
+    """Candidate -> gate opponent of every gate match scheduled so far."""
+    scheduled = w.matches.matches.values()
+    return {m.candidate.model_id: m.opponent.model_id for m in scheduled if m.purpose == GATE}
+
+
+def test_a_checkpoint_saved_during_an_evaluation_waits_and_the_newest_goes_next():
+    w = World()
+    react(w, w.checkpoint("m0", 0))
+    first = react(w, w.checkpoint("m1", 1, "m0"))
+    assert {m.candidate.model_id for m in first} == {"m1"} and len(first) == 3  # gate + 2 refs
+    assert evaluator.evaluations_in_progress(w.registry) == ["m1"]
+    assert react(w, w.checkpoint("m2", 2, "m1")) == []
+    saved = w.checkpoint("m3", 3, "m2")
+    assert react(w, saved) == []
+    assert gates(w) == {"m1": "m0"}
+
+    promoted = ev.CandidatePromoted.new(RUN, model_id="m1", previous_champion="m0")
+    w.append(promoted)
+    out = evaluator.decide(w.registry, w.matches, promoted, CONFIG, game="ttt", openings=[()])
+    assert [m.purpose for m in out][0] == WATCH  # the watch match still comes first
+    w.append(*out)
+    nxt = [m for m in out if m.purpose != WATCH]
+    assert {m.candidate.model_id for m in nxt} == {"m3"}  # m2 is skipped
+    assert {(m.purpose, m.opponent.label) for m in nxt} == {
+        (GATE, "m1"), (REGRESSION, "m0"), (REFERENCE, "random:0"), (REFERENCE, "pure_mcts:50")
+    }  # against the new champion
+    assert all(m.causation_id == promoted.id and m.set_size == len(nxt) for m in nxt)
+    assert gates(w) == {"m1": "m0", "m3": "m1"}
+
+    # repeated reactions (a redelivery of any of them) schedule nothing new
+    ids = set(w.matches.matches)
+    assert evaluator.decide(w.registry, w.matches, promoted, CONFIG, game="ttt", openings=[()]) == []
+    assert react(w, saved) == [] and react(w, first[0]) == []
+    assert set(w.matches.matches) == ids
+
+    # m3 rejected: m2 stays skipped (older than a scheduled checkpoint); nothing is pending
+    rejected = ev.CandidateRejected.new(RUN, model_id="m3", reason="weak")
+    w.append(rejected)
+    assert react(w, rejected) == []
+    assert evaluator.next_candidate(w.registry) is None
+    assert evaluator.evaluations_in_progress(w.registry) == []
+    # ... until the trainer saves a newer one, evaluated at once against the champion m1
+    assert {m.candidate.model_id for m in react(w, w.checkpoint("m4", 4, "m3"))} == {"m4"}
+    assert gates(w)["m4"] == "m1"
+
+
+def test_a_rejection_hands_over_to_the_newest_pending_checkpoint():
+    w = World()
+    w.checkpoint("m0", 0)
+    react(w, w.checkpoint("m1", 1, "m0"))
+    for generation in (2, 3, 4):
+        assert react(w, w.checkpoint(f"m{generation}", generation)) == []
+    rejected = ev.CandidateRejected.new(RUN, model_id="m1", reason="weak")
+    w.append(rejected)
+    nxt = react(w, rejected)
+    assert {m.candidate.model_id for m in nxt} == {"m4"}
+    assert gates(w) == {"m1": "m0", "m4": "m0"}
+    assert react(w, rejected) == []  # redone: the same state, nothing new
+    # the reaction is a function of the state: the same decision redone names the same matches
+    w2 = World()
+    w2.checkpoint("m0", 0)
+    react(w2, w2.checkpoint("m1", 1, "m0"))
+    for generation in (2, 3, 4):
+        w2.checkpoint(f"m{generation}", generation)
+    w2.append(rejected)
+    again = evaluator.decide(w2.registry, w2.matches, rejected, CONFIG, game="ttt", openings=[()])
+    assert [m.match_id for m in again] == [m.match_id for m in nxt]
+
+
+def test_a_stalled_evaluation_stops_blocking_after_enough_newer_checkpoints():
+    w = World()
+    w.checkpoint("m0", 0)
+    react(w, w.checkpoint("m1", 1, "m0"))  # say its units are never played
+    for generation in range(2, 1 + evaluator.STALLED_AFTER):
+        assert react(w, w.checkpoint(f"m{generation}", generation)) == []
+    newest = f"m{1 + evaluator.STALLED_AFTER}"
+    nxt = react(w, w.checkpoint(newest, 1 + evaluator.STALLED_AFTER))
+    assert {m.candidate.model_id for m in nxt} == {newest}
+    assert evaluator.evaluations_in_progress(w.registry) == [newest]
+
+
+def test_newest_is_by_generation_then_by_saved_order():
+    w = World()
+    w.checkpoint("m0", 0)
+    react(w, w.checkpoint("m1", 1, "m0"))
+    w.checkpoint("late-but-older", 2)
+    w.checkpoint("a", 3)
+    w.checkpoint("b", 3)
+    w.checkpoint("older-again", 2)
+    assert evaluator.next_candidate(w.registry) == "b"
+
+
+def test_no_pending_candidate_schedules_nothing():
+    w = World()
+    early = ev.CheckpointSaved.new(RUN, model_id="x", object_name="o", digest="d", generation=3)
+    w.append(early)
+    assert react(w, early) == []  # no champion to play
+    assert evaluator.pending_candidates(w.registry) == []
+    waited = react(w, w.checkpoint("m0", 0))  # the first champion: x waited for it
+    assert [(m.candidate.model_id, m.opponent.label) for m in waited if m.purpose == GATE] == [("x", "m0")]
+    done = ev.CandidateRejected.new(RUN, model_id="x", reason="weak")
+    w.append(done)
+    assert react(w, done) == []
+    rejected = ev.CandidateRejected.new(RUN, model_id="ghost", reason="unknown")
+    w.append(rejected)
+    assert react(w, rejected) == []
+    assert evaluator.pending_candidates(w.registry) == []
+
+
+def test_reverted_and_pre_rollback_checkpoints_are_not_picked_and_a_rollback_hands_over():
+    w = World()
+    w.checkpoint("m0", 0)
+    react(w, w.checkpoint("m1", 1, "m0"))
+    p1 = w.append(ev.CandidatePromoted.new(RUN, model_id="m1", previous_champion="m0"))
+    react(w, w.checkpoint("m2", 2, "m1"))
+    w.append(ev.CandidatePromoted.new(RUN, model_id="m2", previous_champion="m1"))
+    react(w, w.checkpoint("m3", 3, "m2"))
+    assert react(w, w.checkpoint("m4", 4, "m3")) == []  # m3 in progress
+    rollback = ev.ChampionRolledBack.new(RUN, to_promotion_seq=p1, model_id="m1", reverted_models=["m2"])
+    w.append(rollback)
+    assert react(w, rollback) == []  # m3's evaluation is still in progress
+    rejected = ev.CandidateRejected.new(RUN, model_id="m3", reason="stale champion")
+    w.append(rejected)
+    assert react(w, rejected) == []  # m4 was saved before the rollback: the trainer left it
+    assert "m2" not in {r.model_id for r in evaluator.pending_candidates(w.registry)}
+    nxt = react(w, w.checkpoint("m2b", 2, "m1"))  # lower generation, but saved since the rollback
+    assert {m.candidate.model_id for m in nxt} == {"m2b"} and gates(w)["m2b"] == "m1"
+
+
+def test_an_idle_evaluator_hands_a_rollback_over_at_once():
+    w = World()
+    w.checkpoint("m0", 0)
+    react(w, w.checkpoint("m1", 1, "m0"))
+    p1 = w.append(ev.CandidatePromoted.new(RUN, model_id="m1", previous_champion="m0"))
+    react(w, w.checkpoint("m2", 2, "m1"))
+    w.append(ev.CandidatePromoted.new(RUN, model_id="m2", previous_champion="m1"))
+    rollback = ev.ChampionRolledBack.new(RUN, to_promotion_seq=p1, model_id="m1", reverted_models=["m2"])
+    w.append(rollback)
+    saved = w.checkpoint("m3", 3, "m1")
+    nxt = react(w, rollback)  # the evaluator reached the rollback after m3 was folded in
+    assert {m.candidate.model_id for m in nxt} == {"m3"} and gates(w)["m3"] == "m1"
+    assert react(w, saved) == []
+
+
+def test_an_import_is_never_skipped_and_goes_first():
+    w = World()
+    w.checkpoint("m0", 0)
+    react(w, w.checkpoint("m1", 1, "m0"))
+    imported = ev.CheckpointSaved.new(RUN, model_id="ext", object_name="o", digest="d", generation=1,
+                                      source=evaluator.IMPORTED)
+    w.append(imported)
+    assert react(w, imported) == []
+    react(w, w.checkpoint("m5", 5, "m1"))
+    rejected = ev.CandidateRejected.new(RUN, model_id="m1", reason="weak")
+    w.append(rejected)
+    assert {m.candidate.model_id for m in react(w, rejected)} == {"ext"}
+    done = ev.CandidateRejected.new(RUN, model_id="ext", reason="weak")
+    w.append(done)
+    assert {m.candidate.model_id for m in react(w, done)} == {"m5"}
+
+
+def test_a_partly_scheduled_set_is_completed_on_the_next_reaction():
+    w = World()
+    w.checkpoint("m0", 0)
+    saved = w.checkpoint("m1", 1, "m0")
+    planned = evaluator.decide(w.registry, w.matches, saved, CONFIG, game="ttt", openings=[()])
+    w.append(planned[0])  # crashed after the first append; a newer checkpoint lands meanwhile
+    later = w.checkpoint("m2", 2, "m1")
+    assert [m.match_id for m in react(w, later)] == [m.match_id for m in planned]
+    assert w.registry.evaluations["m1"].fully_scheduled
+    assert "m2" not in w.registry.evaluations and react(w, saved) == []
