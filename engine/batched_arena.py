@@ -142,11 +142,10 @@ class BatchedGames:
         for gid, games in searched.items():
             search = groups[gid].search
             slots = [groups[gid].slot_of[i] for i in games]
-            rngs = {groups[gid].slot_of[i]: self._mover(i).rng for i in games}  # type: ignore[union-attr]
-            search.run(rngs, slots=slots)  # type: ignore[arg-type]
-            for i, slot in zip(games, slots, strict=True):
-                player = self._mover(i)
-                assert isinstance(player, NetworkMCTSPlayer)
+            movers = [self._net_mover(i) for i in games]
+            rngs = {slot: player.rng for slot, player in zip(slots, movers, strict=True)}
+            search.run(rngs, slots=slots)  # type: ignore[arg-type]  # indexed by slot
+            for i, slot, player in zip(games, slots, movers, strict=True):
                 policy = policy_from_visits(search.visit_counts(slot), player.temperature)
                 moves[i] = int(player.rng.choice(len(policy), p=policy))
         for i in active:
@@ -159,6 +158,11 @@ class BatchedGames:
                 self._finish(i)
                 done.append(i)
         return done
+
+    def _net_mover(self, index: int) -> NetworkMCTSPlayer:
+        player = self._mover(index)
+        assert isinstance(player, NetworkMCTSPlayer)  # its game's side is in a search group
+        return player
 
     def _mover(self, index: int) -> Player:
         job = self.jobs[index]
