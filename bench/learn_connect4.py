@@ -1,16 +1,18 @@
 """Strength over time of the real loop on Connect Four, for a fixed wall-clock budget.
 
     .venv/bin/python bench/learn_connect4.py [--minutes 60] [--config config/unified_loop.yaml]
-        [--sims 200] [--limit N] [--data-dir DIR] [--eval-threads 1] [--eval-nice 10]
+        [--sims 200] [--limit N] [--data-dir DIR] [--grade-live] [--eval-threads 1] [--eval-nice 10]
 
 Starts a fresh run of the unified loop (its own data folder, embedded server and metrics on
 free ports, a timestamped run name; the derived config and a copy of the promotion config are
 written into the data folder, so the user's data is never touched) with the loop's own
 ``--start``, follows the model registry, and at every change of champion (generation 0 at the
-start, every promotion, every rollback) grades the champion on the public solved positions
-with ``engine.bench_strength.measure_model``: raw policy, and network + MCTS at ``--sims``.
-Grading runs in one separate process with ``--eval-threads`` torch threads at ``--eval-nice``:
-it still competes with the loop for the cores. At the end the loop is stopped with its own
+start, every promotion, every rollback) saves the champion's checkpoint and grades it on the
+public solved positions with ``engine.bench_strength.measure_model``: raw policy, and network
++ MCTS at ``--sims``. Grading runs once the loop has stopped (one process per core), so the
+measurement takes no CPU from the loop it measures; with ``--grade-live`` each champion is
+graded as it comes, in one process with ``--eval-threads`` torch threads at ``--eval-nice``
+(it then competes with the loop for the cores). At the end the loop is stopped with its own
 ``--stop``; the table of accuracy over time is printed, then one JSON line.
 """
 
@@ -464,6 +466,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--data-dir", default=None, help="the run's folder (default: data/learn_connect4/<run>)"
     )
+    parser.add_argument(
+        "--grade-live",
+        action="store_true",
+        help="grade each champion while the loop runs (it then competes with the loop for the "
+        "cores); by default champions are saved as they come and graded once the loop stopped",
+    )
     parser.add_argument("--eval-threads", type=int, default=1, help="torch threads of the grader")
     parser.add_argument(
         "--eval-nice",
@@ -508,6 +516,19 @@ def _prepare(args: argparse.Namespace, run: str) -> tuple[Path, Path]:
     return data_dir, config_path
 
 
+def _forward(source: cf.Future, target: cf.Future) -> None:
+    """Settle ``target`` with ``source``'s result or exception once it is done."""
+
+    def done(f: cf.Future) -> None:
+        exc = f.exception()
+        if exc is not None:
+            target.set_exception(exc)
+        else:
+            target.set_result(f.result())
+
+    source.add_done_callback(done)
+
+
 def main(argv: list[str] | None = None) -> int:
     import uvloop
 
@@ -542,16 +563,23 @@ def main(argv: list[str] | None = None) -> int:
         f"{cfg.training.train.steps} steps of {cfg.training.train.batch_size}; "
         f"promotion matches at {promotion.simulations} sims"
     )
-    _print(
-        f"  grading {graded} of {len(whole)} public positions (raw policy, MCTS at {args.sims} sims) "
-        f"in one process with {args.eval_threads} torch thread(s) at nice {args.eval_nice}: it "
-        f"competes with the loop for the {cores} cores, so the loop runs slower than alone"
-    )
+    what = f"grading {graded} of {len(whole)} public positions (raw policy, MCTS at {args.sims} sims)"
+    if args.grade_live:
+        _print(
+            f"  {what} in one process with {args.eval_threads} torch thread(s) at nice "
+            f"{args.eval_nice}: it competes with the loop for the {cores} cores, so the loop runs "
+            "slower than alone"
+        )
+    else:
+        _print(
+            f"  {what} once the loop has stopped ({cores} processes): every champion's checkpoint "
+            "is saved as it comes, so the loop has the machine to itself"
+        )
     pool = cf.ProcessPoolExecutor(
-        1,
+        1 if args.grade_live else cores,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_grader,
-        initargs=(args.eval_threads, args.eval_nice),
+        initargs=(args.eval_threads, args.eval_nice if args.grade_live else 0),
     )
     code, out = _loop_cli("start", config_path, timeout=300)
     _print(f"start: {out}")
@@ -564,8 +592,15 @@ def main(argv: list[str] | None = None) -> int:
     obs, short = Observation(), dict[str, str]()
     interrupted = False
 
+    deferred: list[tuple[Path, cf.Future]] = []
+
     def grade(model_id: str, path: Path) -> cf.Future:
-        return pool.submit(grade_checkpoint, str(path), args.sims, args.limit)
+        if args.grade_live:
+            return pool.submit(grade_checkpoint, str(path), args.sims, args.limit)
+        placeholder: cf.Future = cf.Future()
+        deferred.append((path, placeholder))
+        _print(f"  new champion {model_id}: saved, to be graded once the loop has stopped")
+        return placeholder
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -575,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
         _print("interrupted: stopping the loop")
     finally:
         stopped = stop_loop(config_path, supervisor_pid)
+    if not interrupted:
+        for path, placeholder in deferred:
+            _forward(pool.submit(grade_checkpoint, str(path), args.sims, args.limit), placeholder)
     try:
         print_ready(obs, short, block=not interrupted)
     finally:
@@ -645,10 +683,15 @@ def report(
         "whole_set": graded == whole,
         "sims": args.sims,
         "grader": {
+            "live": args.grade_live,
             "torch_threads": args.eval_threads,
-            "nice": args.eval_nice,
+            "nice": args.eval_nice if args.grade_live else 0,
             "cores": os.cpu_count(),
-            "note": "grading competes with the loop for the cores",
+            "note": (
+                "grading competed with the loop for the cores"
+                if args.grade_live
+                else "champions graded after the loop stopped"
+            ),
         },
         "games": obs.games,
         "pool_positions": c.positions,

@@ -14,6 +14,7 @@ from bench.learn_connect4 import (
     EventCountsProjection,
     Observation,
     Point,
+    _forward,
     curve_table,
     derive_config,
     grade_checkpoint,
@@ -157,3 +158,15 @@ def test_points_print_in_order_once_their_grading_is_in(capsys) -> None:
     print_ready(obs, {"a": "a", "b": "b"})
     out = capsys.readouterr().out.splitlines()
     assert obs.printed == 2 and "ValueError: bad checkpoint" in out[0] and "RuntimeError: boom" in out[1]
+
+
+def test_a_deferred_grade_settles_its_placeholder_with_the_result_or_the_error() -> None:
+    done_ok, done_bad = cf.Future(), cf.Future()
+    ok, bad = cf.Future(), cf.Future()
+    _forward(done_ok, ok)
+    _forward(done_bad, bad)
+    assert not ok.done() and not bad.done()  # nothing until the grading is in
+    done_ok.set_result({"positions": 3})
+    done_bad.set_exception(ValueError("corrupt checkpoint"))
+    assert ok.result() == {"positions": 3}
+    assert isinstance(bad.exception(), ValueError)
