@@ -54,7 +54,7 @@ class TrainingSection(msgspec.Struct, **_STRICT):
     window_positions: int = 250_000  # fixed: the window; power: its lower bound
     window_exponent: float = 0.75  # power: window = window_positions * (total/window_positions)^e
     max_samples_per_position: float = 4.0  # training samples per newly arrived position
-    torch_threads: int = 2
+    torch_threads: int = 1  # 2 threads fight selfplay for 2 cores: OpenMP spin-waits burn CPU
     train: TrainConfig = TrainConfig()
     seed: int = 0
     check_every_steps: int = 50  # halt, stop and the lease are checked between such chunks
