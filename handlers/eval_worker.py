@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.arena import PairResult, play_pair, random_opening
+from engine.arena import PairResult, random_opening
 from engine.batched_arena import BatchedGames, GameJob, pair_jobs, pair_result
 from engine.errors import IllegalMove
 from engine.games import get_game
-from engine.games.base import Game, Player
+from engine.games.base import Game
 from engine.network import set_torch_threads
 from handlers.evaluator_service import MATCH_PLAYERS, match_work_consumer
 from handlers.loop_config import LoopConfig
@@ -70,7 +70,6 @@ __all__ = [
     "WorkerStats",
     "pair_opening",
     "pair_played",
-    "play_unit_pair",
     "player_seeds",
     "serve",
 ]
@@ -92,15 +91,6 @@ def player_seeds(seed: int) -> tuple[int, int]:
     """Independent seeds for the candidate and the opponent of the pair seeded ``seed``."""
     a, b = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64)
     return int(a) >> 1, int(b) >> 1
-
-
-def play_unit_pair(
-    game: Game, candidate: Player, opponent: Player, pair: PairSpec, random_plies: int = RANDOM_PLIES
-) -> PairResult:
-    """Play one pair: ``pair.opening``, or ``random_plies`` moves drawn by the pair's seed."""
-    rng = np.random.default_rng(pair.seed)
-    plies = 0 if pair.opening else random_plies
-    return play_pair(game, candidate, opponent, tuple(pair.opening), rng, plies)
 
 
 def pair_opening(game: Game, pair: PairSpec, random_plies: int = RANDOM_PLIES) -> tuple[int, ...]:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import pytest
 
+from engine.batched_arena import BatchedGames, pair_jobs, pair_result
 from engine.games import get_game
 from engine.network import NetworkConfig, build_network
 from engine.players import NetworkMCTSPlayer, PureMCTSPlayer, RandomPlayer
 from handlers.eval_worker import (
     RANDOM_PLIES,
     WorkerStats,
+    pair_opening,
     pair_played,
-    play_unit_pair,
     player_seeds,
 )
 from handlers.players_cache import PlayerUnavailable, build_player
@@ -77,8 +78,14 @@ def test_player_seeds_are_fixed_by_the_pair_seed_and_differ_between_sides():
 
 
 def play(pair: PairSpec, candidate: PlayerSpec = MCTS, opponent: PlayerSpec = RANDOM):
+    """The pair as the worker plays it: fresh seeded players per game, the pair's opening."""
     c_seed, o_seed = player_seeds(pair.seed)
-    return play_unit_pair(GAME, build_player(candidate, c_seed), build_player(opponent, o_seed), pair)
+    a_first = (build_player(candidate, c_seed), build_player(opponent, o_seed))
+    b_first = (build_player(opponent, o_seed), build_player(candidate, c_seed))
+    games = BatchedGames(GAME, pair_jobs(a_first, b_first, pair_opening(GAME, pair)))
+    while not games.finished:
+        games.step()
+    return pair_result(*games.results)
 
 
 def test_a_pair_replays_identically_from_its_spec():
