@@ -212,9 +212,27 @@ def _init_grader(threads: int, nice: int) -> None:
     if nice:
         os.nice(nice)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the bench stops it; Ctrl-C goes to the bench
+    _die_with_parent()
     from engine.network import set_torch_threads
 
     set_torch_threads(threads)
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel end this grader when the bench dies (even by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # no prctl: a grader orphaned by a killed bench finishes its grading, then exits
+
+
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM (kill, or a job runner) stops the run like Ctrl-C
 
 
 def grade_checkpoint(path: str, sims: int, limit: int | None) -> dict[str, Any]:
@@ -581,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         initializer=_init_grader,
         initargs=(args.eval_threads, args.eval_nice if args.grade_live else 0),
     )
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     code, out = _loop_cli("start", config_path, timeout=300)
     _print(f"start: {out}")
     if code != 0:
