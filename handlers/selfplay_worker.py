@@ -140,4 +140,8 @@ async def _beat(ctx, worker: str, model_id: str, totals: Totals, *, paused: bool
 
 
 async def serve(ctx, config: LoopConfig) -> None:
+    """The selfplay worker service, at ``selfplay.nice`` (it soaks up the CPU the trainer and
+    the match players leave, and yields to them when they run)."""
+    if config.selfplay.nice:
+        os.nice(config.selfplay.nice)
     await play(ctx, config)
