@@ -412,25 +412,35 @@ async def run_daemon(
 
 # -- rollback, history, ratings -------------------------------------------------------------
 
+ROLLBACK_ATTEMPTS = 5  # plans of a targeted rollback, each on the state a conflict revealed
+
 
 async def rollback_champion(store: EventStore, run: str, *, to_seq: int = 0, model_id: str = "",
                             reason: str = "", by: str = "") -> tuple[ev.ChampionRolledBack, int]:
-    """Append ``champion.rolled_back`` (see ``handlers.controller.plan_rollback`` for the target)."""
-    registry = await _fold(store, ModelRegistryProjection(), run)
-    plan = plan_rollback(registry, to_seq=to_seq, model_id=model_id)
-    if isinstance(plan, str):
-        raise PromotionError(f"rollback refused: {plan}")
+    """Append ``champion.rolled_back`` (see ``handlers.controller.plan_rollback`` for the target).
+
+    A rollback to a named promotion or model still means the same after a concurrent champion
+    decision (a promotion by the running loop), so it is planned again on the new state, a few
+    times; "back one step" would name another target then, so it is refused instead.
+    """
+    attempts = ROLLBACK_ATTEMPTS if (to_seq or model_id) else 1
     by = by or who()
-    event = ev.ChampionRolledBack.new(
-        run, to_promotion_seq=plan.target.seq, model_id=plan.target.model_id,
-        reverted_models=plan.reverted, reason=reason or f"rolled back by hand by {by}",
-    )
-    try:
-        seq = await store.append(event, expected_last_seq=registry.champion_last_seq)
-    except ConcurrencyConflict:
-        raise PromotionError("rollback refused: the champion changed while it was planned; "
-                             "check the history and try again") from None
-    return event, seq
+    for _ in range(attempts):
+        registry = await _fold(store, ModelRegistryProjection(), run)
+        plan = plan_rollback(registry, to_seq=to_seq, model_id=model_id)
+        if isinstance(plan, str):
+            raise PromotionError(f"rollback refused: {plan}")
+        event = ev.ChampionRolledBack.new(
+            run, to_promotion_seq=plan.target.seq, model_id=plan.target.model_id,
+            reverted_models=plan.reverted, reason=reason or f"rolled back by hand by {by}",
+        )
+        try:
+            seq = await store.append(event, expected_last_seq=registry.champion_last_seq)
+        except ConcurrencyConflict:
+            continue
+        return event, seq
+    raise PromotionError("rollback refused: the champion changed while it was planned; "
+                         "check the history and try again")
 
 
 def _gate_figures(gates: list[ev.GateResult]) -> dict[str, float]:
