@@ -215,3 +215,43 @@ async def test_promote_and_rollback_commands_are_checked_by_the_controller(store
     finally:
         stop.set()
         await task
+
+
+class PromotionLandsFirst:
+    """The real store, with a promotion by someone else appended just before the first
+    ``champion.rolled_back``: the race a rollback by hand runs against a live loop."""
+
+    def __init__(self, store: EventStore, promotion: ev.CandidatePromoted):
+        self.store, self.promotion = store, promotion
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    async def append(self, event, **kwargs):
+        if isinstance(event, ev.ChampionRolledBack) and self.promotion is not None:
+            promotion, self.promotion = self.promotion, None
+            await self.store.append(promotion)
+        return await self.store.append(event, **kwargs)
+
+
+async def test_a_rollback_to_a_named_promotion_survives_a_concurrent_promotion(store):
+    from handlers.promotion_manager import PromotionError, rollback_champion
+
+    for generation in range(4):
+        await checkpoint(store, f"m{generation}", generation)
+    first = await store.append(ev.CandidatePromoted.new(RUN, model_id="m1", previous_champion="m0",
+                                                        generation=1))
+    await store.append(ev.CandidatePromoted.new(RUN, model_id="m2", previous_champion="m1", generation=2))
+    racing = ev.CandidatePromoted.new(RUN, model_id="m3", previous_champion="m2", generation=3)
+
+    event, seq = await rollback_champion(PromotionLandsFirst(store, racing), RUN, to_seq=first)
+    registry = await registry_now(store)
+    assert registry.champion.model_id == "m1" and event.to_promotion_seq == first
+    assert {"m2", "m3"} <= set(event.reverted_models)  # planned again after m3's promotion
+    assert registry.rollbacks[-1].seq == seq and len(registry.rollbacks) == 1
+
+    # "back one step" would mean another target after a concurrent decision: refused
+    again = ev.CandidatePromoted.new(RUN, model_id="m3", previous_champion="m1", generation=3)
+    with pytest.raises(PromotionError, match="changed while it was planned"):
+        await rollback_champion(PromotionLandsFirst(store, again), RUN)
+    assert len((await registry_now(store)).rollbacks) == 1
