@@ -37,7 +37,9 @@ from engine.players import NetworkMCTSPlayer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=32, help="pairs played together (the eval worker: 16 units of 2)")
+    parser.add_argument(
+        "--pairs", type=int, default=32, help="pairs played together (the eval worker: 16 units of 2)"
+    )
     parser.add_argument("--sequential-pairs", type=int, default=4, help="pairs played one at a time")
     parser.add_argument("--simulations", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
