@@ -36,6 +36,14 @@ class CurriculumStage(msgspec.Struct, **_STRICT):
     use_openings: bool = False  # start from the game's balanced opening set
 
 
+# Connect Four on 2 cores: cheap, varied games until generation 4, then deeper searches.
+DEFAULT_CURRICULUM = (
+    CurriculumStage(name="opening-variety", until_generation=4, simulations=64, temperature_moves=12,
+                    random_opening_moves=2),
+    CurriculumStage(name="main", until_generation=None, simulations=96, temperature_moves=10),
+)
+
+
 class SelfplaySection(msgspec.Struct, **_STRICT):
     workers: int = 2
     games_in_flight: int = 64
@@ -52,11 +60,11 @@ class SyncSection(msgspec.Struct, **_STRICT):
 
 
 class TrainingSection(msgspec.Struct, **_STRICT):
-    threshold_positions: int = 20_000  # train when this many new positions arrived
+    threshold_positions: int = 15_000  # train when this many new positions arrived
     window: Literal["fixed", "power"] = "power"
-    window_positions: int = 250_000  # fixed: the window; power: its lower bound
+    window_positions: int = 80_000  # fixed: the window; power: its lower bound
     window_exponent: float = 0.75  # power: window = window_positions * (total/window_positions)^e
-    max_samples_per_position: float = 4.0  # training samples per newly arrived position
+    max_samples_per_position: float = 8.0  # training samples per newly arrived position
     torch_threads: int = 1  # 2 threads on 2 busy cores spin-wait: ~1.8x the CPU per step
     train: TrainConfig = TrainConfig()
     seed: int = 0
@@ -98,9 +106,7 @@ class LoopConfig(msgspec.Struct, **_STRICT):
     nats: NatsSettings = NatsSettings()
     network: NetworkConfig = NetworkConfig()
     selfplay: SelfplaySection = SelfplaySection()
-    curriculum: list[CurriculumStage] = msgspec.field(
-        default_factory=lambda: [CurriculumStage(name="main")]
-    )
+    curriculum: list[CurriculumStage] = msgspec.field(default_factory=lambda: list(DEFAULT_CURRICULUM))
     sync: SyncSection = SyncSection()
     training: TrainingSection = TrainingSection()
     evaluation: EvaluationSection = EvaluationSection()

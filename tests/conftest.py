@@ -1,11 +1,22 @@
-"""Shared fixtures: a real nats-server per test (free port, temporary store), and a connection."""
+"""Shared fixtures: a real nats-server per test (free port, temporary store), and a connection.
+
+Hypothesis runs derandomized (the same examples every run), so a suite that passed once
+passes again; ``HYPOTHESIS_PROFILE=explore`` draws fresh examples to hunt for new failures.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from streams.config import NatsSettings
 from streams.server import EmbeddedServer, free_port
+
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture
