@@ -25,6 +25,7 @@ from engine.games.base import Game, Player, State
 __all__ = [
     "GameResult",
     "PairResult",
+    "pair_result",
     "pentanomial_counts",
     "play_game",
     "play_pair",
@@ -110,8 +111,11 @@ def play_pair(
 ) -> PairResult:
     """Play ``a`` against ``b`` twice from one opening, swapping who moves first."""
     opening = _opening(game, opening, rng, early_temperature_moves)
-    a_first = play_game(game, a, b, opening)
-    b_first = play_game(game, b, a, opening)
+    return pair_result(play_game(game, a, b, opening), play_game(game, b, a, opening))
+
+
+def pair_result(a_first: GameResult, b_first: GameResult) -> PairResult:
+    """The pair's result from ``a``'s view: ``a`` moved first in ``a_first`` only."""
     index = (a_first.outcome + 1) + (1 - b_first.outcome)  # a's half-points over both
     return PairResult(games=(a_first, b_first), pentanomial_index=index, score_a=index / 2.0)
 

@@ -10,7 +10,8 @@ of one game at a time on a CPU). Every other player chooses per game, as in
 ties), not on which games share its batch, up to the float rounding of batched inference.
 
 ``pair_jobs`` turns a pair (``a``, ``b``, one opening) into its two games, and
-``pair_result`` folds the two finished games back into the pair's ``PairResult``.
+``engine.arena.pair_result`` (re-exported here) folds the two finished games back into the
+pair's ``PairResult``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.arena import GameResult, PairResult
+from engine.arena import GameResult, pair_result
 from engine.errors import IllegalMove
 from engine.games.base import Game, Player, State
 from engine.mcts import BatchedSearch, policy_from_visits
@@ -45,12 +46,6 @@ def pair_jobs(a_first: tuple[Player, Player], b_first: tuple[Player, Player], op
     """The two games of a pair: ``a_first = (a, b)`` and ``b_first = (b', a')`` (fresh players)."""
     moves = tuple(int(m) for m in opening)
     return (GameJob(a_first[0], a_first[1], moves), GameJob(b_first[0], b_first[1], moves))
-
-
-def pair_result(a_first: GameResult, b_first: GameResult) -> PairResult:
-    """The pair's result from ``a``'s view: ``a`` moved first in ``a_first`` only."""
-    index = (a_first.outcome + 1) + (1 - b_first.outcome)
-    return PairResult(games=(a_first, b_first), pentanomial_index=index, score_a=index / 2.0)
 
 
 class _SearchGroup:

@@ -328,13 +328,19 @@ def test_no_pending_candidate_schedules_nothing():
     assert evaluator.pending_candidates(w.registry) == []
 
 
-def test_reverted_and_pre_rollback_checkpoints_are_not_picked_and_a_rollback_hands_over():
+def two_promotions() -> tuple[World, int]:
+    """m0 the first champion, then m1 and m2 promoted in turn; the sequence of m1's promotion."""
     w = World()
     w.checkpoint("m0", 0)
     react(w, w.checkpoint("m1", 1, "m0"))
     p1 = w.append(ev.CandidatePromoted.new(RUN, model_id="m1", previous_champion="m0"))
     react(w, w.checkpoint("m2", 2, "m1"))
     w.append(ev.CandidatePromoted.new(RUN, model_id="m2", previous_champion="m1"))
+    return w, p1
+
+
+def test_reverted_and_pre_rollback_checkpoints_are_not_picked_and_a_rollback_hands_over():
+    w, p1 = two_promotions()
     react(w, w.checkpoint("m3", 3, "m2"))
     assert react(w, w.checkpoint("m4", 4, "m3")) == []  # m3 in progress
     rollback = ev.ChampionRolledBack.new(RUN, to_promotion_seq=p1, model_id="m1", reverted_models=["m2"])
@@ -349,12 +355,7 @@ def test_reverted_and_pre_rollback_checkpoints_are_not_picked_and_a_rollback_han
 
 
 def test_an_idle_evaluator_hands_a_rollback_over_at_once():
-    w = World()
-    w.checkpoint("m0", 0)
-    react(w, w.checkpoint("m1", 1, "m0"))
-    p1 = w.append(ev.CandidatePromoted.new(RUN, model_id="m1", previous_champion="m0"))
-    react(w, w.checkpoint("m2", 2, "m1"))
-    w.append(ev.CandidatePromoted.new(RUN, model_id="m2", previous_champion="m1"))
+    w, p1 = two_promotions()
     rollback = ev.ChampionRolledBack.new(RUN, to_promotion_seq=p1, model_id="m1", reverted_models=["m2"])
     w.append(rollback)
     saved = w.checkpoint("m3", 3, "m1")
