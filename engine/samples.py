@@ -1,9 +1,10 @@
 """Training samples: positions from finished games as arrays the trainer consumes.
 
 ``samples_from_record`` replays a ``GameRecord`` and gives, for each searched move, the
-input planes, the search policy and the outcome from the side to move's view.
-``Samples`` holds them (``planes [P,C,H,W]``, ``policies [P,A]``, ``values [P]``, all
-float32), concatenates, and round-trips through bytes (an in-memory ``.npz``, no pickle)
+input planes, the search policy, the outcome from the side to move's view and the search's
+root value (the outcome again where the game did not record it). ``Samples`` holds them
+(``planes [P,C,H,W]``, ``policies [P,A]``, ``values [P]``, ``search_values [P]``, all
+float32); ``value_targets(w)`` blends the two values for training. It concatenates, and round-trips through bytes (an in-memory ``.npz``, no pickle)
 so that a training-pool shard can live in an object store.
 """
 
@@ -30,19 +31,36 @@ class Samples:
     planes: np.ndarray  # [P, C, H, W] float32
     policies: np.ndarray  # [P, A] float32
     values: np.ndarray  # [P] float32, outcome for the side to move
+    search_values: np.ndarray | None = None  # [P] float32, root value; None: the outcomes
 
     def __post_init__(self) -> None:
+        if self.search_values is None:
+            object.__setattr__(self, "search_values", self.values.copy())
         p = self.planes
-        if p.ndim != 4 or self.policies.ndim != 2 or self.values.ndim != 1:
+        q = self.searched
+        if p.ndim != 4 or self.policies.ndim != 2 or self.values.ndim != 1 or q.ndim != 1:
             raise InvalidSamples(
                 f"sample arrays have shapes {p.shape}, {self.policies.shape}, "
-                f"{self.values.shape}; expected [P,C,H,W], [P,A], [P]"
+                f"{self.values.shape}, {q.shape}; expected [P,C,H,W], [P,A], [P], [P]"
             )
-        if not len(p) == len(self.policies) == len(self.values):
+        if not len(p) == len(self.policies) == len(self.values) == len(q):
             raise InvalidSamples("sample arrays disagree on the number of positions")
-        for arr in (p, self.policies, self.values):
+        for arr in (p, self.policies, self.values, q):
             if arr.dtype != np.float32:
                 raise InvalidSamples(f"sample arrays must be float32, got {arr.dtype}")
+
+    @property
+    def searched(self) -> np.ndarray:
+        """The search values (never None once constructed)."""
+        assert self.search_values is not None
+        return self.search_values
+
+    def value_targets(self, search_weight: float, index: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Value targets of the rows ``index``: ``(1 - w) * outcome + w * search value``."""
+        z = self.values[index]
+        if search_weight == 0.0:
+            return z
+        return (z + np.float32(search_weight) * (self.searched[index] - z)).astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -52,6 +70,7 @@ class Samples:
         return cls(
             np.zeros((0, *plane_shape), np.float32),
             np.zeros((0, num_actions), np.float32),
+            np.zeros(0, np.float32),
             np.zeros(0, np.float32),
         )
 
@@ -66,21 +85,29 @@ class Samples:
             np.concatenate([s.planes for s in parts]),
             np.concatenate([s.policies for s in parts]),
             np.concatenate([s.values for s in parts]),
+            np.concatenate([s.searched for s in parts]),
         )
 
     def subset(self, index: np.ndarray | slice) -> Samples:
-        return Samples(self.planes[index], self.policies[index], self.values[index])
+        return Samples(self.planes[index], self.policies[index], self.values[index], self.searched[index])
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, planes=self.planes, policies=self.policies, values=self.values)
+        np.savez_compressed(
+            buffer, planes=self.planes, policies=self.policies, values=self.values,
+            search_values=self.searched,
+        )
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Samples:
+        """Samples from ``to_bytes`` output; shards written before search values were
+        stored read with the outcomes as their search values."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in ("planes", "policies", "values")}
+                if "search_values" in npz.files:
+                    arrays["search_values"] = npz["search_values"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise InvalidSamples(f"not a samples shard: {exc}") from exc
         return cls(**arrays)
@@ -99,7 +126,8 @@ def samples_from_record(game: Game, record: GameRecord) -> Samples:
             planes[i] = state.planes()
             values[i] = record.outcome if state.to_play == 0 else -record.outcome
         state = state.play(int(move))
-    return Samples(planes, policies, values)
+    searched = np.asarray(record.root_values, np.float32) if record.root_values else None
+    return Samples(planes, policies, values, searched)
 
 
 def samples_from_records(game: Game, records: Sequence[GameRecord]) -> Samples:

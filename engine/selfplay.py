@@ -1,8 +1,8 @@
 """Engine-level selfplay: many games advanced together through one batched search.
 
-``play_games`` yields each ``GameRecord`` (moves, per-move search policies, outcome) as
-soon as its game ends, while the other games go on; a finished game's slot is refilled
-with a new one. Openings come from a list of move tuples and/or a few random first moves.
+``play_games`` yields each ``GameRecord`` (moves, per-move search policies and root
+values, outcome) as soon as its game ends, while the other games go on; a finished game's
+slot is refilled with a new one. Openings come from a list of move tuples and/or a few random first moves.
 ``check_record`` replays a record and checks it is a complete, legal, consistent game.
 """
 
@@ -53,6 +53,8 @@ DEFAULT_TICTACTOE_SELFPLAY = SelfplaySettings(search=DEFAULT_TICTACTOE_SEARCH, g
 class GameRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One finished game. ``policies[i]`` is the search's visit distribution (dense, over
     every action) for move ``moves[opening_plies + i]``; opening moves were not searched.
+    ``root_values[i]``, when recorded, is that search's backed-up root value for the side
+    to move (empty: not recorded, as in games written before it was).
     ``outcome`` is +1 / 0 / -1 from player 0's view."""
 
     moves: tuple[int, ...]
@@ -60,6 +62,7 @@ class GameRecord(msgspec.Struct, frozen=True, kw_only=True):
     outcome: int
     plies: int
     opening_plies: int = 0
+    root_values: tuple[float, ...] = ()
 
 
 @dataclass
@@ -111,6 +114,7 @@ class SelfplayDriver:
                 raise ValueError(f"opening {game.moves_to_str(opening)} is a finished game")
         self.search = BatchedSearch(game, evaluator, settings.search, slots=slots)
         self._policies: list[list[tuple[float, ...]]] = [[] for _ in range(slots)]
+        self._root_values: list[list[float]] = [[] for _ in range(slots)]
         self._opening_plies = [0] * slots
         self._started = 0
         self._active = [slot for slot in range(slots) if self._start(slot)]
@@ -131,6 +135,7 @@ class SelfplayDriver:
         self._started += 1
         self.search.reset(slot, state)
         self._policies[slot] = []
+        self._root_values[slot] = []
         self._opening_plies[slot] = len(state.moves)
         return True
 
@@ -145,6 +150,7 @@ class SelfplayDriver:
             state = search.root_state(slot)
             visits = search.visit_counts(slot)
             self._policies[slot].append(tuple((visits / visits.sum()).tolist()))
+            self._root_values[slot].append(search.root_value(slot))
             temperature = self.settings.search.temperature_at(len(state.moves))
             search.advance(slot, select_move(visits, temperature, rng))
             stats.positions += 1
@@ -160,6 +166,7 @@ class SelfplayDriver:
                     outcome=int(final.outcome() or 0),
                     plies=len(final.moves),
                     opening_plies=self._opening_plies[slot],
+                    root_values=tuple(self._root_values[slot]),
                 )
             )
             if self._start(slot):
@@ -197,6 +204,14 @@ def check_record(game: Game, record: GameRecord) -> State:
         raise InvalidGameRecord(
             f"{len(record.policies)} policies for {record.plies - record.opening_plies} searched moves"
         )
+    if record.root_values:
+        values = np.asarray(record.root_values, dtype=np.float64)
+        if values.shape != (len(record.policies),):
+            raise InvalidGameRecord(
+                f"{len(record.root_values)} root values for {len(record.policies)} searched moves"
+            )
+        if not (np.isfinite(values).all() and (np.abs(values) <= 1.0 + 1e-6).all()):
+            raise InvalidGameRecord("root values must be finite and within [-1, 1]")
     state = game.initial_state()
     for ply, move in enumerate(record.moves):
         if ply >= record.opening_plies:

@@ -63,10 +63,15 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True):
     lr_final_fraction: float = 0.05  # "cosine": the last step's lr as a fraction of lr
     warmup_steps: int = 0
     value_loss_weight: float = 1.0
+    # value target = (1 - w) * game outcome + w * the search's root value (where the game
+    # recorded it): less noisy than the outcome of a game played with temperature
+    search_value_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("TrainConfig.steps and batch_size must be >= 1")
+        if not 0.0 <= self.search_value_weight <= 1.0:
+            raise ValueError("TrainConfig.search_value_weight must be in [0, 1]")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("TrainConfig.lr must be > 0 and weight_decay >= 0")
 

@@ -1,9 +1,10 @@
 """Training steps for the policy-value net on selfplay samples.
 
 ``train_steps`` runs ``TrainConfig.steps`` minibatch steps: policy cross-entropy against
-the search policy plus value MSE, weight decay in the optimizer, a learning-rate schedule
-(constant, step or cosine, with optional warm-up), and random symmetry augmentation via
-``game.symmetries``. ``TrainSession`` is the same run in resumable chunks (optimizer state,
+the search policy plus value MSE (against the outcome, or a blend of outcome and search
+value: ``TrainConfig.search_value_weight``), weight decay in the optimizer, a
+learning-rate schedule (constant, step or cosine, with optional warm-up), and random
+symmetry augmentation via ``game.symmetries``. ``TrainSession`` is the same run in resumable chunks (optimizer state,
 schedule position and sample order carried over), for callers that check for a stop
 between chunks. A non-finite loss raises ``TrainingDiverged`` before the step is applied,
 so the caller never saves a diverged net. ``evaluate_losses`` measures without training.
@@ -58,6 +59,7 @@ def _batch(
     index: np.ndarray,
     game: Game | None,
     rng: np.random.Generator,
+    search_value_weight: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     planes, policies = samples.planes[index], samples.policies[index]
     if game is not None:
@@ -67,7 +69,7 @@ def _batch(
             rows = np.arange(len(index))
             planes = np.stack([c[0] for c in copies])[pick, rows]
             policies = np.stack([c[1] for c in copies])[pick, rows]
-    return planes, policies, samples.values[index]
+    return planes, policies, samples.value_targets(search_value_weight, index)
 
 
 def _optimizer(net: PolicyValueNet, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -135,7 +137,9 @@ class TrainSession:
         lr = cfg.lr
         try:
             for _ in range(steps):
-                planes, policies, values = _batch(self.samples, self._next_index(), self.game, self.rng)
+                planes, policies, values = _batch(
+                    self.samples, self._next_index(), self.game, self.rng, cfg.search_value_weight
+                )
                 lr = cfg.lr_at(self.step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr

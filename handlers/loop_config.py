@@ -66,7 +66,7 @@ class TrainingSection(msgspec.Struct, **_STRICT):
     window_exponent: float = 0.75  # power: window = window_positions * (total/window_positions)^e
     max_samples_per_position: float = 8.0  # training samples per newly arrived position
     torch_threads: int = 1  # 2 threads on 2 busy cores spin-wait: ~1.8x the CPU per step
-    train: TrainConfig = TrainConfig()
+    train: TrainConfig = TrainConfig(search_value_weight=0.5)  # value target: half outcome, half search
     seed: int = 0
     check_every_steps: int = 50  # halt, stop and the lease are checked between such chunks
 

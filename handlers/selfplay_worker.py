@@ -58,7 +58,8 @@ def to_event(run: str, record: GameRecord, *, game: str, model_id: str, generati
              stage: str, search: dict, worker: str) -> GameFinished:
     return GameFinished.new(
         run, game_id=os.urandom(8).hex(), game=game, moves=list(record.moves),
-        policies=[list(p) for p in record.policies], outcome=record.outcome, model_id=model_id,
+        policies=[list(p) for p in record.policies], root_values=list(record.root_values),
+        outcome=record.outcome, model_id=model_id,
         generation=generation, stage=stage, search=search, worker=worker,
     )
 

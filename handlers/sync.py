@@ -66,6 +66,7 @@ def record_of(game: GameFinished) -> GameRecord:
         outcome=game.outcome,
         plies=len(game.moves),
         opening_plies=len(game.moves) - len(game.policies),
+        root_values=tuple(game.root_values),
     )
 
 

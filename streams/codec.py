@@ -19,7 +19,7 @@ from streams.commands import AnyCommand
 from streams.envelope import Event, tag_of
 from streams.errors import DecodeError
 from streams.events import ControlEvent
-from streams.games import GameFinished, upgrade_game_finished_v1
+from streams.games import GameFinished, upgrade_game_finished_v1, upgrade_game_finished_v2
 from streams.work import WorkItem
 
 AnyEvent = ControlEvent | GameFinished | AnyCommand | WorkItem
@@ -32,6 +32,7 @@ BY_TAG: dict[str, type[Event]] = {tag_of(t): t for t in EVENT_TYPES}
 # (tag, version) -> function upgrading a payload of that version by one step.
 UPGRADERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("game.finished", 1): upgrade_game_finished_v1,
+    ("game.finished", 2): upgrade_game_finished_v2,
 }
 
 

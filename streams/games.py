@@ -1,8 +1,9 @@
 """Events of the ``GAMES`` stream: finished selfplay games, the raw training data.
 
-``game.finished`` is at schema version 2. Version 1 stored ``result`` as a string
-("1-0", "0-1", "1/2-1/2") and had no curriculum ``stage``; :func:`upgrade_game_finished_v1`
-turns such a payload into version 2 on read (the log is never rewritten).
+``game.finished`` is at schema version 3. Version 1 stored ``result`` as a string
+("1-0", "0-1", "1/2-1/2") and had no curriculum ``stage``; version 2 had no
+``root_values``. :func:`upgrade_game_finished_v1` and :func:`upgrade_game_finished_v2`
+turn such payloads into the current version on read (the log is never rewritten).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from streams.envelope import Event
 
 
 class GameFinished(Event, frozen=True, kw_only=True, tag="game.finished"):
-    v: int = 2
+    v: int = 3
     game_id: str
     game: str
     moves: list[int]
     policies: list[list[float]]  # the search's visit distribution at every move
+    root_values: list[float] = []  # the search's root value (side to move) at every move
     outcome: int  # +1 first player won, -1 second player won, 0 draw
     model_id: str
     generation: int = 0
@@ -45,6 +47,11 @@ def upgrade_game_finished_v1(payload: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("stage", "")
     out["v"] = 2
     return out
+
+
+def upgrade_game_finished_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 → 3: ``root_values`` added (empty: the search values were not recorded)."""
+    return {**payload, "root_values": payload.get("root_values", []), "v": 3}
 
 
 GamesEvent = GameFinished

@@ -82,6 +82,7 @@ async def publish(store: EventStore, models: list[str], seed: int = 0) -> list[t
             game="tictactoe",
             moves=list(r.moves),
             policies=[list(p) for p in r.policies],
+            root_values=list(r.root_values),
             outcome=r.outcome,
             model_id=model,
             stage="warmup",
@@ -163,6 +164,7 @@ async def test_sync_writes_shards_whose_samples_match_the_games(store, nats_sett
         assert np.array_equal(got.planes, want.planes)
         assert np.array_equal(got.policies, want.policies)
         assert np.array_equal(got.values, want.values)
+        assert np.array_equal(got.searched, want.searched) and not np.array_equal(got.searched, got.values)
     assert state.positions == sum(len(r.policies) for _, r in games)
     [rejected] = await events_of(store, ev.EventRejected)
     assert rejected.seq == poison_seq and rejected.handler == "sync"

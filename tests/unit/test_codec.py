@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from streams import codec
 from streams.errors import DecodeError
-from streams.games import GameFinished, upgrade_game_finished_v1
+from streams.games import GameFinished, upgrade_game_finished_v1, upgrade_game_finished_v2
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 _json_scalars = st.one_of(st.integers(-(2**31), 2**31), st.text(max_size=8), st.booleans())
@@ -67,10 +67,28 @@ def test_stored_v1_game_finished_is_upcast_on_read():
     data = (FIXTURES / "game_finished_v1.msgpack").read_bytes()
     event = codec.decode(data)
     assert isinstance(event, GameFinished)
-    assert event.v == 2 and event.outcome == 0 and event.stage == ""
+    assert event.v == 3 and event.outcome == 0 and event.stage == "" and event.root_values == []
     assert event.moves == [4, 0, 8, 2, 6, 1, 5, 3, 7]
-    # the upgraded event re-encodes as v2 and decodes by the fast path
+    # the upgraded event re-encodes as the current version and decodes by the fast path
     assert codec.decode(codec.encode(event)) == event
+
+
+def test_stored_v2_game_finished_is_upcast_on_read_without_root_values():
+    data = (FIXTURES / "game_finished_v2.msgpack").read_bytes()
+    assert msgspec.msgpack.decode(data)["v"] == 2
+    event = codec.decode(data)
+    assert isinstance(event, GameFinished)
+    assert event.v == 3 and event.stage == "main" and event.root_values == []
+    assert len(event.policies) == len(event.moves)
+    assert codec.decode(codec.encode(event)) == event
+
+
+def test_v2_upgrader_is_pure_and_keeps_recorded_values():
+    base = {"type": "game.finished", "v": 2, "outcome": 1}
+    out = upgrade_game_finished_v2(base)
+    assert base == {"type": "game.finished", "v": 2, "outcome": 1}
+    assert out == {**base, "v": 3, "root_values": []}
+    assert upgrade_game_finished_v2({**base, "root_values": [0.5]})["root_values"] == [0.5]
 
 
 def test_upgrader_is_pure_and_maps_every_result():

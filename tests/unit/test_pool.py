@@ -323,6 +323,7 @@ def finished(record, i: int, model: str = "m0") -> GameFinished:
         game="tictactoe",
         moves=list(record.moves),
         policies=[list(p) for p in record.policies],
+        root_values=list(record.root_values),
         outcome=record.outcome,
         model_id=model,
     )
@@ -333,8 +334,10 @@ def test_a_finished_game_becomes_the_same_samples_as_its_engine_record():
     for i, record in enumerate(records):
         back = record_of(finished(record, i))
         assert back == record and back.opening_plies == 2
+        assert len(back.root_values) == len(back.policies) == back.plies - 2
         a, b = samples_from_record(game, back), samples_from_record(game, record)
         assert np.array_equal(a.planes, b.planes) and np.array_equal(a.values, b.values)
+        assert np.array_equal(a.searched, np.asarray(record.root_values, np.float32))
 
 
 def test_a_batch_gives_one_shard_per_model_over_the_batch_range():

@@ -45,7 +45,8 @@ def test_games_are_complete_legal_and_counted():
     for record in records:
         final = check_record(TTT, record)
         assert final.is_terminal() and record.outcome == final.outcome()
-        assert len(record.policies) == record.plies
+        assert len(record.policies) == len(record.root_values) == record.plies
+        assert all(-1.0 <= v <= 1.0 for v in record.root_values)
     assert stats.games == 10
     assert stats.positions == sum(r.plies for r in records)
     assert 0 < stats.evaluations <= stats.positions * SEARCH.simulations
@@ -90,6 +91,15 @@ def test_openings_and_random_first_moves():
     assert len(samples) == sum(r.plies - r.opening_plies for r in records)
 
 
+def test_the_root_value_is_the_searched_worth_of_the_position_for_the_side_to_move():
+    # X (to move) has 0 and 1 and wins at 2; O has 3 and 4 and threatens 5
+    settings = SelfplaySettings(search=SearchSettings(simulations=48), games_in_flight=2,
+                                openings=((0, 3, 1, 4),))
+    for record in play(settings, 4, seed=2):
+        assert record.opening_plies == 4 and record.moves[4] == 2 and record.outcome == 1
+        assert record.root_values[0] > 0.5
+
+
 def test_network_selfplay_on_connect4():
     net = build_network(C4, NetworkConfig(blocks=1, channels=8, value_hidden=8), seed=0)
     search = SearchSettings(simulations=8, dirichlet_fraction=0.25, temperature_moves=42)
@@ -130,6 +140,9 @@ def test_check_record_refuses_what_does_not_replay():
         "policy count": bad(record, policies=record.policies[:-1]),
         "illegal mass": bad(record, policies=record.policies[:-1] + (uniform,)),
         "not a distribution": bad(record, policies=((0.5,) * 9,) + record.policies[1:]),
+        "root value count": bad(record, root_values=record.root_values[:-1]),
+        "root value range": bad(record, root_values=(1.5,) + record.root_values[1:]),
+        "root value nan": bad(record, root_values=(float("nan"),) + record.root_values[1:]),
     }
     for why, broken in cases.items():
         with pytest.raises(InvalidGameRecord):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 import torch
@@ -211,9 +212,50 @@ def test_samples_concat_and_bytes_round_trip():
     joined = Samples.concat(parts)
     assert len(joined) == 12
     back = Samples.from_bytes(joined.to_bytes())
-    for name in ("planes", "policies", "values"):
+    for name in ("planes", "policies", "values", "search_values"):
         np.testing.assert_array_equal(getattr(back, name), getattr(joined, name))
     assert len(samples_from_records(C4, [])) == 0
+
+
+def test_a_shard_written_before_search_values_reads_with_the_outcomes():
+    import io
+
+    old = fixed_batch(6)
+    buffer = io.BytesIO()  # the shard layout before search values were stored
+    np.savez_compressed(buffer, planes=old.planes, policies=old.policies, values=old.values)
+    back = Samples.from_bytes(buffer.getvalue())
+    np.testing.assert_array_equal(back.searched, old.values)
+    np.testing.assert_array_equal(back.value_targets(0.5), old.values)
+
+
+def test_recorded_root_values_become_the_search_values_and_blend_into_targets():
+    record = uniform_record(C4, [0, 1, 0, 1, 0, 1, 0])  # player 0 wins: outcomes alternate ±1
+    q = (0.5, -0.25, 0.0, 0.75, -1.0, 0.25, 1.0)
+    samples = samples_from_record(C4, msgspec.structs.replace(record, root_values=q))
+    np.testing.assert_array_equal(samples.searched, np.float32(q))
+    np.testing.assert_array_equal(samples.value_targets(0.0), samples.values)
+    np.testing.assert_array_equal(samples.value_targets(1.0), np.float32(q))
+    np.testing.assert_allclose(samples.value_targets(0.5, np.array([0, 1])), [0.75, -0.625])
+
+
+def test_the_value_head_learns_the_blend_that_the_config_asks_for():
+    base = fixed_batch(64, seed=3)
+    outcome = np.ones(64, np.float32)
+    samples = Samples(base.planes, base.policies, outcome, -outcome)  # outcome +1, search -1
+    predicted = {}
+    for weight in (0.0, 1.0):
+        net = build_network(C4, SMALL, seed=0)
+        cfg = TrainConfig(steps=60, batch_size=64, optimizer="adamw", lr=3e-3,
+                          lr_schedule="constant", search_value_weight=weight)
+        train_steps(net, samples, cfg, np.random.default_rng(0), augment=False)
+        with torch.inference_mode():
+            predicted[weight] = net(torch.from_numpy(samples.planes))[1].mean().item()
+    assert predicted[0.0] > 0.5 and predicted[1.0] < -0.5
+
+
+def test_a_search_value_weight_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="search_value_weight"):
+        TrainConfig(search_value_weight=1.5)
 
 
 @pytest.mark.parametrize("data", [b"", b"garbage", b"PK\x03\x04 truncated zip"])
@@ -228,6 +270,8 @@ def test_inconsistent_samples_are_refused():
         Samples(good.planes, good.policies[:3], good.values)
     with pytest.raises(InvalidSamples):
         Samples(good.planes.astype(np.float64), good.policies, good.values)
+    with pytest.raises(InvalidSamples):
+        Samples(good.planes, good.policies, good.values, good.values[:3])
     with pytest.raises(InvalidSamples):
         Samples.concat([good, samples_from_record(TTT, uniform_record(TTT, [0, 3, 1, 4, 2]))])
     half = fixed_batch(4).to_bytes()
