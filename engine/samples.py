@@ -4,8 +4,9 @@
 input planes, the search policy, the outcome from the side to move's view and the search's
 root value (the outcome again where the game did not record it). ``Samples`` holds them
 (``planes [P,C,H,W]``, ``policies [P,A]``, ``values [P]``, ``search_values [P]``, all
-float32); ``value_targets(w)`` blends the two values for training. It concatenates, and round-trips through bytes (an in-memory ``.npz``, no pickle)
-so that a training-pool shard can live in an object store.
+float32); ``value_targets(w)`` blends the two values for training. It concatenates, and
+round-trips through bytes (an in-memory ``.npz``, no pickle) so that a training-pool shard
+can live in an object store.
 """
 
 from __future__ import annotations
