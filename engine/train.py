@@ -7,7 +7,8 @@ learning-rate schedule (constant, step or cosine, with optional warm-up), and ra
 symmetry augmentation via ``game.symmetries``. ``TrainSession`` is the same run in
 resumable chunks (optimizer state, schedule position and sample order carried over), for
 callers that check for a stop between chunks. A non-finite loss raises ``TrainingDiverged``
-before the step is applied, so the caller never saves a diverged net. ``evaluate_losses`` measures without training.
+before the step is applied, so the caller never saves a diverged net. ``evaluate_losses``
+measures without training.
 """
 
 from __future__ import annotations
