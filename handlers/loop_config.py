@@ -36,11 +36,15 @@ class CurriculumStage(msgspec.Struct, **_STRICT):
     use_openings: bool = False  # start from the game's balanced opening set
 
 
-# Connect Four on 2 cores: cheap, varied games until generation 4, then deeper searches.
+# Connect Four on 2 cores: cheap games until generation 4, then deeper searches. Both stages
+# open with 2 random moves and sample 16 plies: varied middle games teach the net positions
+# that well-played games never reach (measured: 93.2 / 84.6 against 91.6 / 81.6 with 10-12
+# sampled plies and random openings only in the first stage; see README).
 DEFAULT_CURRICULUM = (
-    CurriculumStage(name="opening-variety", until_generation=4, simulations=64, temperature_moves=12,
+    CurriculumStage(name="opening-variety", until_generation=4, simulations=64, temperature_moves=16,
                     random_opening_moves=2),
-    CurriculumStage(name="main", until_generation=None, simulations=96, temperature_moves=10),
+    CurriculumStage(name="main", until_generation=None, simulations=96, temperature_moves=16,
+                    random_opening_moves=2),
 )
 
 

@@ -405,8 +405,10 @@ def _start_config(start_seq: int, start_time: float | None) -> api.ConsumerConfi
     config = api.ConsumerConfig()
     if start_time is not None:
         config.deliver_policy = api.DeliverPolicy.BY_START_TIME
-        # Whole microseconds, rounded down: rounding up would skip an event stored at start_time.
-        micros = math.floor(start_time * 1_000_000)
+        # Whole microseconds, one early: a float of unix seconds carries ~0.25 µs of rounding
+        # (a server stamp read back as a float can come out above the stamp itself), and an
+        # event stored at start_time must not be skipped.
+        micros = math.floor(start_time * 1_000_000) - 1
         stamp = dt.datetime.fromtimestamp(micros // 1_000_000, dt.UTC)
         stamp = stamp.replace(microsecond=micros % 1_000_000)
         config.opt_start_time = stamp.isoformat()  # type: ignore[assignment] # sent as-is
