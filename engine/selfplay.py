@@ -2,7 +2,8 @@
 
 ``play_games`` yields each ``GameRecord`` (moves, per-move search policies and root
 values, outcome) as soon as its game ends, while the other games go on; a finished game's
-slot is refilled with a new one. Openings come from a list of move tuples and/or a few random first moves.
+slot is refilled with a new one. Openings come from a list of move tuples and/or a few
+random first moves.
 ``check_record`` replays a record and checks it is a complete, legal, consistent game.
 """
 

@@ -60,7 +60,7 @@ def _batch(
     index: np.ndarray,
     game: Game | None,
     rng: np.random.Generator,
-    search_value_weight: float = 0.0,
+    search_value_weight: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     planes, policies = samples.planes[index], samples.policies[index]
     if game is not None:

@@ -26,6 +26,7 @@ def test_the_shipped_config_is_the_defaults():
         ("evaluation.units_per_batch", 0, "$.evaluation.units_per_batch"),
         ("training.window", "huge", "$.training.window"),
         ("training.max_samples_per_position", "many", "$.training.max_samples_per_position"),
+        ("training.train.search_value_weight", 1.5, "$.training.train"),
         ("selfplay.threads", 2, "$.selfplay"),  # an unknown key
     ],
 )

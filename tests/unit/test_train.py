@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import msgspec
 import numpy as np
 import pytest
@@ -218,8 +220,6 @@ def test_samples_concat_and_bytes_round_trip():
 
 
 def test_a_shard_written_before_search_values_reads_with_the_outcomes():
-    import io
-
     old = fixed_batch(6)
     buffer = io.BytesIO()  # the shard layout before search values were stored
     np.savez_compressed(buffer, planes=old.planes, policies=old.policies, values=old.values)
