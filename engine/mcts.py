@@ -123,11 +123,6 @@ class UniformEvaluator:
         return priors[0], float(values[0])
 
 
-def _value_for_side_to_move(state: State) -> float:
-    outcome = state.outcome() or 0
-    return float(outcome if state.to_play == 0 else -outcome)
-
-
 class RolloutEvaluator:
     """Uniform priors; value = mean outcome of ``rollouts`` uniformly random playouts.
 
@@ -143,7 +138,7 @@ class RolloutEvaluator:
 
     def value(self, state: State) -> float:
         if state.is_terminal():
-            return _value_for_side_to_move(state)
+            return state.terminal_value()
         rng = np.random.default_rng([self.seed, len(state.moves), *state.moves])
         me = state.to_play
         total = 0.0
@@ -152,8 +147,8 @@ class RolloutEvaluator:
             while not s.is_terminal():
                 legal = s.legal_moves()
                 s = s.play(legal[int(rng.integers(len(legal)))])
-            outcome = s.outcome() or 0
-            total += outcome if me == 0 else -outcome
+            value = s.game.terminal_value(s.outcome() or 0, len(s.moves))
+            total += value if me == 0 else -value
         return total / self.rollouts
 
     def evaluate(
@@ -209,7 +204,7 @@ class BatchedSearch:
     _nsum: np.ndarray  # [capacity] sum of the node's edge visits
     _to_play: np.ndarray  # [capacity] the node's side to move
     _terminal: np.ndarray  # [capacity] game over at the node
-    _tvalue: np.ndarray  # [capacity] outcome for the side to move, at terminal nodes
+    _tvalue: np.ndarray  # [capacity] terminal value for the side to move, at terminal nodes
     _expanded: np.ndarray  # [capacity] priors and legal masks are set
     _states: np.ndarray  # [capacity] object: the node's State
 
@@ -271,13 +266,10 @@ class BatchedSearch:
         self._nsum[ids] = 0
         self._expanded[ids] = False
         self._states[ids] = np.fromiter(states, dtype=object, count=m)
-        outcomes = [s.outcome() for s in states]
-        to_play = [s.to_play for s in states]
-        self._to_play[ids] = to_play
-        self._terminal[ids] = [o is not None for o in outcomes]
-        self._tvalue[ids] = [
-            0.0 if o is None else (o if t == 0 else -o) for o, t in zip(outcomes, to_play, strict=True)
-        ]
+        terminal = [s.is_terminal() for s in states]
+        self._to_play[ids] = [s.to_play for s in states]
+        self._terminal[ids] = terminal
+        self._tvalue[ids] = [s.terminal_value() if t else 0.0 for s, t in zip(states, terminal, strict=True)]
         return ids
 
     def _ensure_capacity(self, extra: int) -> None:

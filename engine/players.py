@@ -163,8 +163,7 @@ class NetworkMCTSPlayer:
     def value_of(self, state: State) -> float:
         """The search's value of ``state`` for its side to move, in [-1, 1]."""
         if state.is_terminal():
-            outcome = state.outcome() or 0
-            return float(outcome if state.to_play == 0 else -outcome)
+            return state.terminal_value()
         return self._searched_root(state).root_value(0)
 
 

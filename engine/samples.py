@@ -1,8 +1,9 @@
 """Training samples: positions from finished games as arrays the trainer consumes.
 
 ``samples_from_record`` replays a ``GameRecord`` and gives, for each searched move, the
-input planes, the search policy, the outcome from the side to move's view and the search's
-root value (the outcome again where the game did not record it). ``Samples`` holds them
+input planes, the search policy, the game's terminal value (its outcome, or a length-weighted
+outcome: ``Game.terminal_value``) from the side to move's view and the search's root value
+(the terminal value again where the game did not record it). ``Samples`` holds them
 (``planes [P,C,H,W]``, ``policies [P,A]``, ``values [P]``, ``search_values [P]``, all
 float32); ``value_targets(w)`` blends the two values for training. It concatenates, and
 round-trips through bytes (an in-memory ``.npz``, no pickle) so that a training-pool shard
@@ -31,7 +32,7 @@ class InvalidSamples(EngineError, ValueError):
 class Samples:
     planes: np.ndarray  # [P, C, H, W] float32
     policies: np.ndarray  # [P, A] float32
-    values: np.ndarray  # [P] float32, outcome for the side to move
+    values: np.ndarray  # [P] float32, the game's terminal value for the side to move
     search_values: np.ndarray | None = None  # [P] float32, root value; None: the outcomes
 
     def __post_init__(self) -> None:
@@ -120,12 +121,13 @@ def samples_from_record(game: Game, record: GameRecord) -> Samples:
     planes = np.empty((n, *game.plane_shape), np.float32)
     values = np.empty(n, np.float32)
     policies = np.asarray(record.policies, dtype=np.float32).reshape(n, game.num_actions)
+    final_value = game.terminal_value(record.outcome, record.plies)
     state = game.initial_state()
     for ply, move in enumerate(record.moves):
         i = ply - record.opening_plies
         if i >= 0:
             planes[i] = state.planes()
-            values[i] = record.outcome if state.to_play == 0 else -record.outcome
+            values[i] = final_value if state.to_play == 0 else -final_value
         state = state.play(int(move))
     searched = np.asarray(record.root_values, np.float32) if record.root_values else None
     return Samples(planes, policies, values, searched)

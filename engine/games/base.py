@@ -4,7 +4,10 @@ A ``Game`` describes a family of positions (board size, action count, input plan
 a ``State`` is one immutable position. Moves are action indices ``0..num_actions-1``;
 ``move_to_str`` / ``parse_move`` give the human notation. Players are numbered 0
 (moves first) and 1. Outcomes are always from player 0's point of view:
-+1 player 0 won, -1 player 1 won, 0 draw.
++1 player 0 won, -1 player 1 won, 0 draw. ``Game.terminal_value`` turns an outcome into
+the value search and training aim at: the outcome itself, or, for a game with a
+``quick_win_weight``, an outcome that counts for less the longer the game took (a faster
+win, and a slower loss, are worth more).
 
 Nothing here knows about processes, NATS or asyncio.
 """
@@ -51,6 +54,14 @@ class State(ABC):
     def outcome(self) -> int | None:
         """+1 / 0 / -1 from player 0's view once terminal, else None."""
 
+    def terminal_value(self) -> float:
+        """The value of this finished position for its side to move (``Game.terminal_value``)."""
+        outcome = self.outcome()
+        if outcome is None:
+            raise ValueError("terminal_value of a position that is not finished")
+        value = self.game.terminal_value(outcome, len(self.moves))
+        return value if self.to_play == 0 else -value
+
     @abstractmethod
     def planes(self) -> np.ndarray:
         """Network input, float32 ``game.plane_shape``, from the side to move's view."""
@@ -74,6 +85,22 @@ class Game(ABC):
     name: str
     num_actions: int
     plane_shape: tuple[int, int, int]
+    max_plies: int  # the longest possible game
+    # how much a decisive result shrinks over the longest game: see ``terminal_value``
+    quick_win_weight: float = 0.0
+
+    def terminal_value(self, outcome: int, plies: int) -> float:
+        """The value, for player 0 and in [-1, 1], of a game that ended ``outcome`` after
+        ``plies`` moves: ``outcome * (1 - quick_win_weight * plies / max_plies)``.
+
+        With a weight of 0 it is the outcome. With a positive weight, a win counts for more
+        the sooner it comes and a loss for less the later, as in an exact solver's score, so
+        that search and the value net prefer the fastest win among winning moves. A draw
+        is 0 either way.
+        """
+        if not outcome:
+            return 0.0
+        return float(outcome) * (1.0 - self.quick_win_weight * plies / self.max_plies)
 
     @abstractmethod
     def initial_state(self) -> State: ...

@@ -130,6 +130,9 @@ class ConnectFour(Game):
     """Connect Four with ``width`` columns (4..9) and ``height`` rows (4..12)."""
 
     name = "connect4"
+    # A win with the last stone is worth 0.7, one with the 4th stone about 0.96: search and
+    # training then prefer the fastest win, as the exact solver's score does (measured).
+    quick_win_weight = 0.3
 
     def __init__(self, width: int = 7, height: int = 6):
         if not (MIN_SIZE <= width <= MAX_WIDTH and MIN_SIZE <= height <= MAX_HEIGHT):
@@ -140,6 +143,7 @@ class ConnectFour(Game):
         self.width = width
         self.height = height
         self.cells = width * height
+        self.max_plies = self.cells
         self.num_actions = width
         self.plane_shape = (3, height, width)
         stride = height + 1

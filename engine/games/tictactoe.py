@@ -96,6 +96,7 @@ class TicTacToe(Game):
     name = "tictactoe"
     num_actions = 9
     plane_shape = (3, 3, 3)
+    max_plies = 9
 
     def initial_state(self) -> TicTacToeState:
         return TicTacToeState(self, (0,) * 9, ())

@@ -143,6 +143,31 @@ def test_notation_round_trip(game: Game) -> None:
             game.parse_move(bad)
 
 
+def test_terminal_values(game: Game) -> None:
+    """Draws are 0; decisive results keep their sign, stay in [-1, 1] and never grow with
+    the game's length; the state's value is the game's, for its side to move."""
+    for plies in range(game.max_plies + 1):
+        assert game.terminal_value(0, plies) == 0.0
+        win = game.terminal_value(1, plies)
+        assert 0 < win <= 1 and game.terminal_value(-1, plies) == -win
+        assert plies == 0 or win <= game.terminal_value(1, plies - 1)
+    for state in random_states(game, seed=5, games=10):
+        if not state.is_terminal():
+            with pytest.raises(ValueError, match="not finished"):
+                state.terminal_value()
+            continue
+        value = game.terminal_value(state.outcome() or 0, len(state.moves))
+        assert state.terminal_value() == (value if state.to_play == 0 else -value)
+
+
+def test_connect4_prefers_quick_wins() -> None:
+    """Connect Four values a win by how soon it comes, like the solver's score."""
+    c4 = ConnectFour()
+    assert c4.terminal_value(1, 7) > c4.terminal_value(1, 41) >= 0.5
+    assert c4.terminal_value(1, 42) == pytest.approx(1 - c4.quick_win_weight)
+    assert get_game("tictactoe").terminal_value(1, 9) == 1.0  # tic-tac-toe: plain outcomes
+
+
 def test_planes_shape_and_perspective(game: Game) -> None:
     previous = None
     for state in random_states(game, seed=5, games=3):

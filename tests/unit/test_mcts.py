@@ -161,6 +161,22 @@ def test_terminal_roots_are_not_searched_and_values_come_from_outcomes():
     assert search.root_value(1) > 0.5  # the side to move wins at once
 
 
+def test_terminal_nodes_carry_the_games_terminal_value():
+    """The search backs up ``Game.terminal_value``, not the bare outcome: a win on the last
+    ply of tic-tac-toe is worth 1 - w (w = the quick-win weight)."""
+    last_move_wins = [0, 1, 2, 3, 4, 5, 7, 6]  # X to move; the one empty cell wins
+    for weight in (0.0, 0.25):
+        game = get_game("tictactoe")
+        game.quick_win_weight = weight
+        state = game.from_moves(last_move_wins)
+        assert state.legal_moves() == [8] and state.play(8).outcome() == 1
+        search = BatchedSearch(game, UniformEvaluator(), SearchSettings(simulations=8))
+        search.reset(0, state)
+        search.run(np.random.default_rng(0))
+        assert search.root_value(0) == pytest.approx(1.0 - weight)
+        assert RolloutEvaluator(2).value(state.play(8)) == pytest.approx(-(1.0 - weight))
+
+
 def test_rollout_values_do_not_depend_on_the_batch():
     evaluator = RolloutEvaluator(4, seed=11)
     states = [random_position(C4, k, np.random.default_rng(k)) for k in range(6)]

@@ -114,7 +114,8 @@ def test_network_mcts_finds_the_win_and_values_it():
     win = C4.from_moves([0, 1, 0, 1, 0, 2])
     assert player.choose(win) == 0
     assert player.value_of(win) > 0.5
-    assert player.value_of(win.play(0)) == -1.0  # terminal: the side to move has lost
+    lost = win.play(0)  # terminal: the side to move lost to the 4th stone (7th ply)
+    assert player.value_of(lost) == lost.terminal_value() == -C4.terminal_value(1, 7)
 
 
 def test_raw_policy_value_is_the_net_value():
