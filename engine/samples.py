@@ -33,7 +33,7 @@ class Samples:
     planes: np.ndarray  # [P, C, H, W] float32
     policies: np.ndarray  # [P, A] float32
     values: np.ndarray  # [P] float32, the game's terminal value for the side to move
-    search_values: np.ndarray | None = None  # [P] float32, root value; None: the outcomes
+    search_values: np.ndarray | None = None  # [P] float32, root value; None: ``values``
 
     def __post_init__(self) -> None:
         if self.search_values is None:
@@ -58,7 +58,7 @@ class Samples:
         return self.search_values
 
     def value_targets(self, search_weight: float, index: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Value targets of the rows ``index``: ``(1 - w) * outcome + w * search value``."""
+        """Value targets of the rows ``index``: ``(1 - w) * value + w * search value``."""
         z = self.values[index]
         if search_weight == 0.0:
             return z
@@ -104,7 +104,7 @@ class Samples:
     @classmethod
     def from_bytes(cls, data: bytes) -> Samples:
         """Samples from ``to_bytes`` output; shards written before search values were
-        stored read with the outcomes as their search values."""
+        stored read with their values as their search values."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in ("planes", "policies", "values")}
