@@ -26,7 +26,10 @@ class SearchSettings(msgspec.Struct, frozen=True, kw_only=True):
     """How one move is searched, and how the move is then chosen from the visit counts."""
 
     simulations: int = 100  # new simulations per move (on top of a reused subtree)
-    c_puct: float = 1.5
+    # Exploration weight. 1.0: a run's last Connect Four champion graded at 200 simulations
+    # scored 92.9 / 85.1 % outcome / exactly optimal moves with it, 92.5 / 84.3 with 1.5;
+    # 0.7 scored 93.1 / 85.1, 0.5 was worse (92.5 / 83.9).
+    c_puct: float = 1.0
     dirichlet_alpha: float = 1.0  # root noise Dir(alpha) over the legal moves
     dirichlet_fraction: float = 0.0  # weight of the noise in the root priors; 0 = no noise
     temperature: float = 1.0  # visit-count temperature for the first temperature_moves plies
@@ -58,7 +61,7 @@ class SearchSettings(msgspec.Struct, frozen=True, kw_only=True):
 # sampled moves for the first 10 plies, then the most visited.
 DEFAULT_CONNECT4_SEARCH = SearchSettings(
     simulations=128,
-    c_puct=1.5,
+    c_puct=1.0,
     dirichlet_alpha=1.0,
     dirichlet_fraction=0.25,
     temperature=1.0,
@@ -67,7 +70,7 @@ DEFAULT_CONNECT4_SEARCH = SearchSettings(
 # Tic-tac-toe: a 9-move game needs few simulations.
 DEFAULT_TICTACTOE_SEARCH = SearchSettings(
     simulations=48,
-    c_puct=1.5,
+    c_puct=1.0,
     dirichlet_alpha=1.0,
     dirichlet_fraction=0.25,
     temperature=1.0,

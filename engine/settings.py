@@ -19,7 +19,7 @@ class NetworkConfig(msgspec.Struct, frozen=True, kw_only=True):
     blocks: int = 4  # residual blocks (0 = stem and heads only)
     channels: int = 48
     policy_channels: int = 2
-    value_channels: int = 1
+    value_channels: int = 8
     value_hidden: int = 64
 
     def __post_init__(self) -> None:
@@ -30,13 +30,17 @@ class NetworkConfig(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"NetworkConfig.{field} must be >= 1")
 
 
-# Connect Four default: 4 residual blocks × 48 channels (~172 k parameters, ~7 M
+# Connect Four default: 4 residual blocks × 48 channels (~191 k parameters, ~7 M
 # multiply-adds per position). The stem and two blocks already see the whole 6×7 board;
 # four blocks give room to combine threats, and 48 channels are ample for Connect Four's
 # patterns at the data scale of a small cluster. On one CPU core it evaluates ~2.8 k
 # positions/s at batch 128 against ~1.7 k for 5×64 and ~1.3 k for 6×64, so a 2-core box
 # plays 1.6-2× more selfplay games an hour, which matters more early in the loop than the
 # extra capacity; 4×32 is faster still (~6 k/s) with under half the parameters.
+# The value head reads 8 channels (not AlphaZero's 1): 42 numbers were a narrow view of the
+# board for the value, and 8 cost well under 1 % of the multiply-adds. In an hour-long loop
+# run it gave the best champion so far (93.5 / 84.7 and 93.1 / 85.3 % outcome / exactly
+# optimal moves against 92.5-93.1 / 84.3-85.1 with one channel): within run-to-run noise.
 DEFAULT_CONNECT4_NETWORK = NetworkConfig(blocks=4, channels=48, value_hidden=64)
 # Tic-tac-toe (end-to-end runs of the whole loop): tiny, trains in seconds.
 DEFAULT_TICTACTOE_NETWORK = NetworkConfig(blocks=1, channels=16, value_hidden=16)
