@@ -39,8 +39,8 @@ class NetworkConfig(msgspec.Struct, frozen=True, kw_only=True):
 # extra capacity; 4×32 is faster still (~6 k/s) with under half the parameters.
 # The value head reads 8 channels (not AlphaZero's 1): 42 numbers were a narrow view of the
 # board for the value, and 8 cost well under 1 % of the multiply-adds. In an hour-long loop
-# run it gave the best champion so far (93.5 / 84.7 and 93.1 / 85.3 % outcome / exactly
-# optimal moves against 92.5-93.1 / 84.3-85.1 with one channel): within run-to-run noise.
+# run it gave the best champions so far (93.5 / 84.7 and 93.1 / 85.3 % outcome / exactly
+# optimal moves; the best one-channel run reached 93.2 / 84.6): within run-to-run noise.
 DEFAULT_CONNECT4_NETWORK = NetworkConfig(blocks=4, channels=48, value_hidden=64)
 # Tic-tac-toe (end-to-end runs of the whole loop): tiny, trains in seconds.
 DEFAULT_TICTACTOE_NETWORK = NetworkConfig(blocks=1, channels=16, value_hidden=16)

@@ -38,8 +38,9 @@ class CurriculumStage(msgspec.Struct, **_STRICT):
 
 # Connect Four on 2 cores: cheap games until generation 4, then deeper searches. Both stages
 # open with 3 random moves and sample 20 plies: varied middle games teach the net positions
-# that well-played games never reach (measured, see README: the raw policy 83.1 / 70.1 against
-# 79.9 / 66.3 with 2 and 16; with search level within noise, 92.5 / 84.3 against 93.2 / 84.6).
+# that well-played games never reach (measured in hour-long runs of bench/learn_connect4.py:
+# the raw policy 83.1 / 70.1 against 79.9 / 66.3 with 2 and 16; with search level within
+# noise, 92.5 / 84.3 against 93.2 / 84.6).
 DEFAULT_CURRICULUM = (
     CurriculumStage(name="opening-variety", until_generation=4, simulations=64, temperature_moves=20,
                     random_opening_moves=3),
