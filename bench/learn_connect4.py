@@ -1,7 +1,7 @@
 """Strength over time of the real loop on Connect Four, for a fixed wall-clock budget.
 
     .venv/bin/python bench/learn_connect4.py [--minutes 60] [--config config/unified_loop.yaml]
-        [--sims 200] [--limit N] [--data-dir DIR] [--grade-live] [--eval-threads 1] [--eval-nice 10]
+        [--sims 200,800] [--limit N] [--data-dir DIR] [--grade-live] [--eval-threads 1] [--eval-nice 10]
 
 Starts a fresh run of the unified loop (its own data folder, embedded server and metrics on
 free ports, a timestamped run name; the derived config and a copy of the promotion config are
@@ -9,10 +9,12 @@ written into the data folder, so the user's data is never touched) with the loop
 ``--start``, follows the model registry, and at every change of champion (generation 0 at the
 start, every promotion, every rollback) saves the champion's checkpoint and grades it on the
 public solved positions with ``engine.bench_strength.measure_model``: raw policy, and network
-+ MCTS at ``--sims``. Grading runs once the loop has stopped (one process per core), so the
-measurement takes no CPU from the loop it measures; with ``--grade-live`` each champion is
-graded as it comes, in one process with ``--eval-threads`` torch threads at ``--eval-nice``
-(it then competes with the loop for the cores). At the end the loop is stopped with its own
++ MCTS at each of ``--sims`` (a comma-separated list; the first is the headline figure, the
+others show what a larger search budget makes of the same net). Grading runs once the loop has
+stopped (one process per core), so the measurement takes no CPU from the loop it measures;
+with ``--grade-live`` each champion is graded as it comes, in one process with
+``--eval-threads`` torch threads at ``--eval-nice`` (it then competes with the loop for the
+cores). At the end the loop is stopped with its own
 ``--stop``; the table of accuracy over time is printed, then one JSON line.
 """
 
@@ -154,17 +156,27 @@ def point_line(p: Point, short_id: str) -> str:
     head = f"[{p.minutes:6.1f} min] {p.kind:<9} gen {p.generation:<3} {short_id:<18} games {p.games:>6}"
     if p.grades is None:
         return f"{head} | not measured: {p.error or 'pending'}"
-    raw, search = p.grades["raw"]["overall"], p.grades["search"]
-    bands = ", ".join(f"{b} {_pct(t)}" for b, t in search["bands"].items())
-    return (
-        f"{head} | raw {_pct(raw)} | {p.grades['search_name']} {_pct(search['overall'])}"
-        f" ({bands}) | graded in {sum(p.grades['seconds'].values()):.0f} s"
+    raw = p.grades["raw"]["overall"]
+    searches = " | ".join(
+        f"{name} {_pct(s['overall'])} ({', '.join(f'{b} {_pct(t)}' for b, t in s['bands'].items())})"
+        for name, s in _searches(p.grades).items()
     )
+    return f"{head} | raw {_pct(raw)} | {searches} | graded in {sum(p.grades['seconds'].values()):.0f} s"
+
+
+def _searches(grades: dict[str, Any]) -> dict[str, Any]:
+    """Every graded search of a point, the headline one first (older grades hold only it)."""
+    return grades.get("searches") or {grades["search_name"]: grades["search"]}
 
 
 def curve_table(points: list[Point], short: dict[str, str]) -> str:
-    bands = next((list(p.grades["search"]["bands"]) for p in points if p.grades), [])
-    head = f"{'min':>6} {'kind':<9} {'gen':>3} {'model':<18} {'games':>6} {'raw':>13} {'search':>13}"
+    """One row per champion: raw policy and every search overall, then the headline search
+    per band and on the positions where the choice matters."""
+    graded = next((p.grades for p in points if p.grades), None)
+    bands = list(graded["search"]["bands"]) if graded else []
+    searches = list(_searches(graded)) if graded else ["search"]
+    head = f"{'min':>6} {'kind':<9} {'gen':>3} {'model':<18} {'games':>6} {'raw':>13}"
+    head += "".join(f" {name[len('net-') :]:>13}" for name in searches)
     head += "".join(f" {b:>13}" for b in bands) + f" {'choice-matters':>14}"
     lines = [head + "   (outcome-optimal % / exactly-optimal %)"]
     for p in points:
@@ -173,23 +185,32 @@ def curve_table(points: list[Point], short: dict[str, str]) -> str:
             lines.append(row + f" {'not measured: ' + (p.error or 'pending')}")
             continue
         s = p.grades["search"]
-        row += f" {_pct(p.grades['raw']['overall'])} {_pct(s['overall'])}"
+        row += f" {_pct(p.grades['raw']['overall'])}"
+        row += "".join(f" {_pct(t['overall'])}" for t in _searches(p.grades).values())
         row += "".join(f" {_pct(s['bands'][b])}" for b in bands) + f" {_pct(s['choice_matters'])}"
         lines.append(row)
     return "\n".join(lines)
 
 
-def target_status(points: list[Point], whole_set: bool) -> dict[str, Any]:
+def target_status(points: list[Point], whole_set: bool, search: str | None = None) -> dict[str, Any]:
     """Whether some champion that arrived within the target's minutes reached the target with
-    search; only on the whole public set does it count as reached (a subset is indicative)."""
+    ``search`` (a graded search's name; default the headline one); only on the whole public
+    set does it count as reached (a subset is indicative)."""
+
+    def overall(p: Point) -> dict[str, Any] | None:
+        if not p.grades:
+            return None
+        graded = _searches(p.grades).get(search) if search else p.grades["search"]
+        return None if graded is None else graded["overall"]
+
     hit = next(
         (
             p
             for p in points
-            if p.grades
+            if (o := overall(p)) is not None
             and p.minutes <= TARGET["within_minutes"]
-            and p.grades["search"]["overall"]["outcome_optimal"] >= TARGET["outcome_optimal"]
-            and p.grades["search"]["overall"]["exactly_optimal"] >= TARGET["exactly_optimal"]
+            and o["outcome_optimal"] >= TARGET["outcome_optimal"]
+            and o["exactly_optimal"] >= TARGET["exactly_optimal"]
         ),
         None,
     )
@@ -235,8 +256,10 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # SIGTERM (kill, or a job runner) stops the run like Ctrl-C
 
 
-def grade_checkpoint(path: str, sims: int, limit: int | None) -> dict[str, Any]:
-    """Grades of the checkpoint at ``path`` on the spread public positions (runs in the grader)."""
+def grade_checkpoint(path: str, sims: int | list[int], limit: int | None) -> dict[str, Any]:
+    """Grades of the checkpoint at ``path`` on the spread public positions (runs in the grader):
+    raw policy, and network + MCTS at every number of ``sims`` (the first is the headline)."""
+    levels = [sims] if isinstance(sims, int) else list(sims)
     from engine.checkpoint import load_checkpoint_file
     from engine.games.connect4 import ConnectFour
     from engine.strength import load_positions
@@ -247,14 +270,20 @@ def grade_checkpoint(path: str, sims: int, limit: int | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     raw = measure_model(net, positions, 0, game=game)[RAW_POLICY]
     t1 = time.perf_counter()
-    search = measure_model(net, positions, sims, game=game, raw=False)[mcts_name(sims)]
-    t2 = time.perf_counter()
+    searches, seconds = {}, {"raw": round(t1 - t0, 1)}
+    for level in levels:
+        t2 = time.perf_counter()
+        name = mcts_name(level)
+        searches[name] = msgspec.to_builtins(measure_model(net, positions, level, game=game, raw=False)[name])
+        seconds[name] = round(time.perf_counter() - t2, 1)
+    headline = mcts_name(levels[0])
     return {
         "positions": len(positions),
         "raw": msgspec.to_builtins(raw),
-        "search_name": mcts_name(sims),
-        "search": msgspec.to_builtins(search),
-        "seconds": {"raw": round(t1 - t0, 1), "search": round(t2 - t1, 1)},
+        "search_name": headline,
+        "search": searches[headline],
+        "searches": searches,
+        "seconds": seconds,
     }
 
 
@@ -474,7 +503,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of the loop")
     parser.add_argument("--config", default="config/unified_loop.yaml", help="the loop config to run")
-    parser.add_argument("--sims", type=int, default=200, help="MCTS simulations per graded position")
+    parser.add_argument(
+        "--sims",
+        type=_sims_list,
+        default=[200, 800],
+        help="MCTS simulations per graded position, comma-separated (the first is the headline)",
+    )
     parser.add_argument(
         "--limit",
         type=int,
@@ -500,13 +534,23 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (
         args.minutes <= 0
-        or args.sims < 1
         or (args.limit is not None and args.limit < 1)
         or args.eval_threads < 1
         or not 0 <= args.eval_nice <= 19
     ):
-        parser.error("--minutes > 0, --sims >= 1, --limit >= 1, --eval-threads >= 1, --eval-nice 0..19")
+        parser.error("--minutes > 0, --limit >= 1, --eval-threads >= 1, --eval-nice 0..19")
     return args
+
+
+def _sims_list(text: str) -> list[int]:
+    """``--sims``: distinct positive integers, comma-separated (``200,800``)."""
+    try:
+        levels = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not levels or min(levels) < 1 or len(set(levels)) != len(levels):
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 1, got {text!r}")
+    return levels
 
 
 def _prepare(args: argparse.Namespace, run: str) -> tuple[Path, Path]:
@@ -581,7 +625,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{cfg.training.train.steps} steps of {cfg.training.train.batch_size}; "
         f"promotion matches at {promotion.simulations} sims"
     )
-    what = f"grading {graded} of {len(whole)} public positions (raw policy, MCTS at {args.sims} sims)"
+    levels = ", ".join(map(str, args.sims))
+    what = f"grading {graded} of {len(whole)} public positions (raw policy, MCTS at {levels} sims)"
     if args.grade_live:
         _print(
             f"  {what} in one process with {args.eval_threads} torch thread(s) at nice "
@@ -678,16 +723,20 @@ def report(
         f"{100 * TARGET['outcome_optimal']:.0f} / >= {100 * TARGET['exactly_optimal']:.0f} "
         f"within {TARGET['within_minutes']:.0f} min"
     )
-    target = target_status(obs.points, graded == whole)
-    if target["reached"]:
-        _print(f"TARGET REACHED at {target['first_at_minutes']} min by {target['model_id']}")
-    elif target["reached_on_subset"]:
-        _print(
-            f"target met on the {graded}-position subset at {target['first_at_minutes']} min "
-            f"(indicative only: grade the whole set to confirm)"
-        )
-    else:
-        _print("target not reached")
+    by_search = {
+        mcts_name(level): target_status(obs.points, graded == whole, mcts_name(level)) for level in args.sims
+    }
+    for name, status in by_search.items():
+        if status["reached"]:
+            _print(f"{name}: TARGET REACHED at {status['first_at_minutes']} min by {status['model_id']}")
+        elif status["reached_on_subset"]:
+            _print(
+                f"{name}: target met on the {graded}-position subset at "
+                f"{status['first_at_minutes']} min (indicative only: grade the whole set to confirm)"
+            )
+        else:
+            _print(f"{name}: target not reached")
+    target = by_search[mcts_name(args.sims[0])]
     summary = {
         "bench": "learn_connect4",
         "run": cfg.run,
@@ -719,7 +768,7 @@ def report(
         "curve": [p.to_json() for p in obs.points],
         "settings": _settings(cfg, promotion),
         "reference": REFERENCE,
-        "target": {**TARGET, **target},
+        "target": {**TARGET, **target, "by_search": by_search},
     }
     _print(json.dumps(summary))
 

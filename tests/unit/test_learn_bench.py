@@ -15,6 +15,7 @@ from bench.learn_connect4 import (
     Observation,
     Point,
     _forward,
+    _parse,
     curve_table,
     derive_config,
     grade_checkpoint,
@@ -170,3 +171,48 @@ def test_a_deferred_grade_settles_its_placeholder_with_the_result_or_the_error()
     done_bad.set_exception(ValueError("corrupt checkpoint"))
     assert ok.result() == {"positions": 3}
     assert isinstance(bad.exception(), ValueError)
+
+
+def test_several_search_budgets_are_graded_and_judged_each_on_its_own(tmp_path: Path) -> None:
+    game = ConnectFour()
+    net = build_network(game, TINY, seed=2)
+    path = tmp_path / "tiny.ckpt"
+    save_checkpoint_file(path, net, make_meta(net, game=game, model_id="tiny"))
+    grades = grade_checkpoint(str(path), [2, 6], 9)
+    assert list(grades["searches"]) == ["net-mcts-2", "net-mcts-6"]
+    assert grades["search_name"] == "net-mcts-2" and grades["search"] == grades["searches"]["net-mcts-2"]
+    assert set(grades["seconds"]) == {"raw", "net-mcts-2", "net-mcts-6"}
+    assert all(s["overall"]["count"] == 9 for s in grades["searches"].values())
+
+    perfect = {**grades["searches"]["net-mcts-6"]["overall"], "outcome_optimal": 1.0, "exactly_optimal": 1.0}
+    strong_at_6 = {
+        **grades,
+        "searches": {
+            **grades["searches"],
+            "net-mcts-6": {**grades["searches"]["net-mcts-6"], "overall": perfect},
+        },
+    }
+    point = _point(10.0, strong_at_6, "tiny")
+    assert target_status([point], whole_set=True, search="net-mcts-6")["reached"]
+    assert target_status([point], whole_set=True, search="net-mcts-99")["first_at_minutes"] is None
+    headline = grades["search"]["overall"]
+    assert target_status([point], whole_set=True)["reached"] == (
+        headline["outcome_optimal"] >= TARGET["outcome_optimal"]
+        and headline["exactly_optimal"] >= TARGET["exactly_optimal"]
+    )
+    line, table = point_line(point, "tiny"), curve_table([point], {"tiny": "tiny"})
+    assert "net-mcts-2" in line and "net-mcts-6" in line and "100.0 / 100.0" in line
+    assert "mcts-2" in table.splitlines()[0] and "mcts-6" in table.splitlines()[0]
+
+
+def test_sims_flag_takes_a_list_and_refuses_bad_ones(capsys) -> None:
+    assert _parse(["--sims", "200,800"]).sims == [200, 800]
+    assert _parse([]).sims == [200, 800]
+    for bad in ("0", "200,200", "a,1", ""):
+        try:
+            _parse(["--sims", bad])
+        except SystemExit as exc:
+            assert exc.code == 2
+        else:
+            raise AssertionError(f"--sims {bad!r} was accepted")
+    assert "--sims" in capsys.readouterr().err
