@@ -12,7 +12,7 @@ the pool when it fills. Root Dirichlet noise and move sampling take numpy Genera
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from itertools import chain
 from typing import Protocol
 
@@ -356,26 +356,33 @@ class BatchedSearch:
         self,
         rng: np.random.Generator | Sequence[np.random.Generator],
         slots: Sequence[int] | None = None,
-        simulations: int | None = None,
+        simulations: int | Sequence[int] | np.ndarray | None = None,
+        noise_slots: Collection[int] | None = None,
     ) -> None:
-        """Run ``simulations`` (default from settings) on each given (default: every
-        non-empty, non-terminal) slot. Root noise is drawn from ``rng``: one Generator for
-        all slots in slot order, or one Generator per slot (indexed by slot number)."""
-        sims = self.settings.simulations if simulations is None else simulations
+        """Run ``simulations`` (default from settings; or one number per given slot) on each
+        given (default: every non-empty, non-terminal) slot. Root noise (when the settings
+        have it) is mixed in at the slots of ``noise_slots`` (default: every searched slot),
+        drawn from ``rng``: one Generator for all slots in slot order, or one Generator per
+        slot (indexed by slot number)."""
         if slots is None:
             slots = [int(s) for s in np.flatnonzero(self.roots >= 0)]
-        slots = [s for s in slots if not self._terminal[self._root(s)]]
-        if not slots or sims <= 0:
+        sims = self.settings.simulations if simulations is None else simulations
+        per_slot = np.broadcast_to(np.asarray(sims, dtype=np.int64), (len(slots),))
+        keep = [i for i, s in enumerate(slots) if not self._terminal[self._root(s)] and per_slot[i] > 0]
+        slots, per_slot = [slots[i] for i in keep], per_slot[keep]
+        if not slots:
             return
         self._expand_roots(slots)
         if self.settings.dirichlet_fraction > 0:
             for slot in slots:
+                if noise_slots is not None and slot not in noise_slots:
+                    continue
                 gen = rng if isinstance(rng, np.random.Generator) else rng[slot]
                 self._add_root_noise(slot, gen)
         slot_arr = np.asarray(slots, dtype=np.int64)
         done = np.zeros(len(slots), dtype=np.int64)
         while True:
-            remaining = sims - done
+            remaining = per_slot - done
             todo = remaining > 0
             if not todo.any():
                 break

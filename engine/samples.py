@@ -1,6 +1,6 @@
 """Training samples: positions from finished games as arrays the trainer consumes.
 
-``samples_from_record`` replays a ``GameRecord`` and gives, for each searched move, the
+``samples_from_record`` replays a ``GameRecord`` and gives, for each fully searched move, the
 input planes, the search policy, the game's terminal value (its outcome, or a length-weighted
 outcome: ``Game.terminal_value``) from the side to move's view and the search's root value
 (the terminal value again where the game did not record it). ``Samples`` holds them
@@ -116,7 +116,8 @@ class Samples:
 
 
 def samples_from_record(game: Game, record: GameRecord) -> Samples:
-    """One sample per searched move of ``record`` (opening moves have no search policy)."""
+    """One sample per fully searched move of ``record`` (opening moves have no search policy;
+    moves that got only a fast search are played, not trained on)."""
     n = len(record.policies)
     planes = np.empty((n, *game.plane_shape), np.float32)
     values = np.empty(n, np.float32)
@@ -130,7 +131,8 @@ def samples_from_record(game: Game, record: GameRecord) -> Samples:
             values[i] = final_value if state.to_play == 0 else -final_value
         state = state.play(int(move))
     searched = np.asarray(record.root_values, np.float32) if record.root_values else None
-    return Samples(planes, policies, values, searched)
+    samples = Samples(planes, policies, values, searched)
+    return samples if not record.full_search else samples.subset(np.asarray(record.trained_moves(), np.int64))
 
 
 def samples_from_records(game: Game, records: Sequence[GameRecord]) -> Samples:

@@ -3,7 +3,11 @@
 ``play_games`` yields each ``GameRecord`` (moves, per-move search policies and root
 values, outcome) as soon as its game ends, while the other games go on; a finished game's
 slot is refilled with a new one. Openings come from a list of move tuples and/or a few
-random first moves.
+random first moves. With playout cap randomization (KataGo) only a fraction of the moves get
+the full search (with root noise) and become training samples; the others get a fast search
+without noise, which only plays the move: more games, and so more outcomes, for the same
+compute. Searches of both kinds advance in chunks of the fast search's size, so every
+evaluator call still carries every game in flight.
 ``check_record`` replays a record and checks it is a complete, legal, consistent game.
 """
 
@@ -38,12 +42,34 @@ class SelfplaySettings(msgspec.Struct, frozen=True, kw_only=True):
     games_in_flight: int = 128  # games advanced together: the evaluator's batch size
     openings: tuple[tuple[int, ...], ...] = ()  # each game starts from one, drawn at random
     random_opening_moves: int = 0  # then this many uniformly random moves (not searched)
+    # Playout cap randomization: each move gets the full search with this probability, else
+    # a fast one of ``fast_simulations`` (no noise, not a training sample). 1.0: always full.
+    full_search_fraction: float = 1.0
+    fast_simulations: int = 0
 
     def __post_init__(self) -> None:
         if self.games_in_flight < 1:
             raise ValueError("SelfplaySettings.games_in_flight must be >= 1")
         if self.random_opening_moves < 0:
             raise ValueError("SelfplaySettings.random_opening_moves must be >= 0")
+        check_playout_cap(self.full_search_fraction, self.fast_simulations, self.search.simulations)
+
+    @property
+    def capped(self) -> bool:
+        """Whether some moves get the fast search (playout cap randomization is on)."""
+        return self.full_search_fraction < 1.0
+
+
+def check_playout_cap(fraction: float, fast: int, full: int, where: str = "SelfplaySettings") -> None:
+    """Refuse a playout cap that is not a fraction in (0, 1] with, below 1, a fast search
+    of 1 up to (not including) the full search's simulations."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"{where}.full_search_fraction must be in (0, 1], got {fraction}")
+    if fraction < 1.0 and not 1 <= fast < full:
+        raise ValueError(
+            f"{where}.fast_simulations must be in [1, {full}) (below the full search) when "
+            f"full_search_fraction < 1, got {fast}"
+        )
 
 
 # 128 games in flight: batches of 128 leaves, near the CPU inference ceiling (see bench/).
@@ -56,6 +82,8 @@ class GameRecord(msgspec.Struct, frozen=True, kw_only=True):
     every action) for move ``moves[opening_plies + i]``; opening moves were not searched.
     ``root_values[i]``, when recorded, is that search's backed-up root value for the side
     to move (empty: not recorded, as in games written before it was).
+    ``full_search[i]`` says whether move ``i`` got the full search (a training sample) or
+    a fast one (empty: every move was fully searched).
     ``outcome`` is +1 / 0 / -1 from player 0's view."""
 
     moves: tuple[int, ...]
@@ -64,6 +92,13 @@ class GameRecord(msgspec.Struct, frozen=True, kw_only=True):
     plies: int
     opening_plies: int = 0
     root_values: tuple[float, ...] = ()
+    full_search: tuple[bool, ...] = ()
+
+    def trained_moves(self) -> list[int]:
+        """Indices (into ``policies``) of the moves that are training samples."""
+        if not self.full_search:
+            return list(range(len(self.policies)))
+        return [i for i, full in enumerate(self.full_search) if full]
 
 
 @dataclass
@@ -72,6 +107,7 @@ class SelfplayStats:
 
     games: int = 0
     positions: int = 0  # searched moves
+    full_searches: int = 0  # of which fully searched (training samples)
     evaluations: int = 0  # positions sent to the evaluator
     evaluator_calls: int = 0
 
@@ -116,6 +152,9 @@ class SelfplayDriver:
         self.search = BatchedSearch(game, evaluator, settings.search, slots=slots)
         self._policies: list[list[tuple[float, ...]]] = [[] for _ in range(slots)]
         self._root_values: list[list[float]] = [[] for _ in range(slots)]
+        self._full: list[list[bool]] = [[] for _ in range(slots)]
+        self._left = np.zeros(slots, dtype=np.int64)  # simulations left in the current search
+        self._chunk = settings.fast_simulations if settings.capped else settings.search.simulations
         self._opening_plies = [0] * slots
         self._started = 0
         self._active = [slot for slot in range(slots) if self._start(slot)]
@@ -137,17 +176,41 @@ class SelfplayDriver:
         self.search.reset(slot, state)
         self._policies[slot] = []
         self._root_values[slot] = []
+        self._full[slot] = []
+        self._left[slot] = 0
         self._opening_plies[slot] = len(state.moves)
         return True
 
+    def _search(self) -> list[int]:
+        """Advance every game's search by one chunk; the slots whose search is complete."""
+        search, rng = self.search, self.rng
+        if not self.settings.capped:
+            search.run(rng, slots=self._active)
+            for slot in self._active:
+                self._full[slot].append(True)
+            return list(self._active)
+        starting = [slot for slot in self._active if self._left[slot] == 0]
+        full = {slot for slot in starting if rng.random() < self.settings.full_search_fraction}
+        for slot in starting:
+            self._left[slot] = self.settings.search.simulations if slot in full else self._chunk
+            self._full[slot].append(slot in full)
+        chunk = np.minimum(self._left[self._active], self._chunk)
+        search.run(rng, slots=self._active, simulations=chunk, noise_slots=full)
+        self._left[self._active] -= chunk
+        return [slot for slot in self._active if self._left[slot] == 0]
+
     def step(self) -> list[GameRecord]:
+        """One chunk of search in every game; a move in each game whose search is complete."""
         search, stats, rng = self.search, self.stats, self.rng
         calls0, evals0 = search.evaluator_calls, search.evaluations
-        search.run(rng, slots=self._active)
+        ready = set(self._search())
         stats.evaluator_calls += search.evaluator_calls - calls0
         stats.evaluations += search.evaluations - evals0
         done, still = [], []
         for slot in self._active:
+            if slot not in ready:
+                still.append(slot)
+                continue
             state = search.root_state(slot)
             visits = search.visit_counts(slot)
             self._policies[slot].append(tuple((visits / visits.sum()).tolist()))
@@ -155,6 +218,7 @@ class SelfplayDriver:
             temperature = self.settings.search.temperature_at(len(state.moves))
             search.advance(slot, select_move(visits, temperature, rng))
             stats.positions += 1
+            stats.full_searches += self._full[slot][-1]
             final = search.root_state(slot)
             if not final.is_terminal():
                 still.append(slot)
@@ -168,6 +232,7 @@ class SelfplayDriver:
                     plies=len(final.moves),
                     opening_plies=self._opening_plies[slot],
                     root_values=tuple(self._root_values[slot]),
+                    full_search=tuple(self._full[slot]) if self.settings.capped else (),
                 )
             )
             if self._start(slot):
@@ -213,6 +278,10 @@ def check_record(game: Game, record: GameRecord) -> State:
             )
         if not (np.isfinite(values).all() and (np.abs(values) <= 1.0 + 1e-6).all()):
             raise InvalidGameRecord("root values must be finite and within [-1, 1]")
+    if record.full_search and len(record.full_search) != len(record.policies):
+        raise InvalidGameRecord(
+            f"{len(record.full_search)} full-search flags for {len(record.policies)} searched moves"
+        )
     state = game.initial_state()
     for ply, move in enumerate(record.moves):
         if ply >= record.opening_plies:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from engine.selfplay import check_playout_cap
 from engine.settings import NetworkConfig, TrainConfig
 from streams.config import NatsSettings, load_config
 
@@ -34,6 +35,13 @@ class CurriculumStage(msgspec.Struct, **_STRICT):
     dirichlet_fraction: float = 0.25
     random_opening_moves: int = 0
     use_openings: bool = False  # start from the game's balanced opening set
+    # playout cap randomization: this fraction of moves gets the full search (`simulations`,
+    # root noise, a training sample), the rest `fast_simulations` (played, not trained on)
+    full_search_fraction: float = 1.0
+    fast_simulations: int = 0
+
+    def __post_init__(self) -> None:
+        check_playout_cap(self.full_search_fraction, self.fast_simulations, self.simulations, "stage")
 
 
 # Connect Four on 2 cores: cheap games until generation 4, then deeper searches. Both stages

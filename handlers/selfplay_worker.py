@@ -59,6 +59,7 @@ def to_event(run: str, record: GameRecord, *, game: str, model_id: str, generati
     return GameFinished.new(
         run, game_id=os.urandom(8).hex(), game=game, moves=list(record.moves),
         policies=[list(p) for p in record.policies], root_values=list(record.root_values),
+        full_search=list(record.full_search),
         outcome=record.outcome, model_id=model_id,
         generation=generation, stage=stage, search=search, worker=worker,
     )
@@ -97,6 +98,9 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
             stage = config.curriculum[stage_index]
             settings = selfplay_settings_for(stage, config)
             search = msgspec.to_builtins(settings.search)
+            if settings.capped:  # the playout cap is part of how the game was searched
+                search.update(full_search_fraction=settings.full_search_fraction,
+                              fast_simulations=settings.fast_simulations)
             budget = None if max_games is None else max_games - totals.games
             driver = SelfplayDriver(game, NetworkEvaluator(net, device="cpu"), settings, rng,
                                     n_games=budget)

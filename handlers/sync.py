@@ -67,6 +67,7 @@ def record_of(game: GameFinished) -> GameRecord:
         plies=len(game.moves),
         opening_plies=len(game.moves) - len(game.policies),
         root_values=tuple(game.root_values),
+        full_search=tuple(game.full_search),
     )
 
 

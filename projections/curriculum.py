@@ -54,6 +54,10 @@ class StageSettings(Protocol):
     def random_opening_moves(self) -> int: ...
     @property
     def use_openings(self) -> bool: ...
+    @property
+    def full_search_fraction(self) -> float: ...
+    @property
+    def fast_simulations(self) -> int: ...
 
 
 class _OneStage(msgspec.Struct, frozen=True):
@@ -157,7 +161,7 @@ class CurriculumProjection(BaseProjection[CurriculumState]):
 
 def selfplay_settings_for(stage: StageSettings, config: Any) -> SelfplaySettings:
     """The engine's selfplay settings for ``stage`` under the loop ``config`` (its ``game`` and
-    ``selfplay`` sections): the stage's search, noise, temperature and openings."""
+    ``selfplay`` sections): the stage's search, noise, temperature, openings and playout cap."""
     search = SearchSettings(
         simulations=stage.simulations,
         dirichlet_alpha=stage.dirichlet_alpha,
@@ -174,4 +178,6 @@ def selfplay_settings_for(stage: StageSettings, config: Any) -> SelfplaySettings
         games_in_flight=config.selfplay.games_in_flight,
         openings=openings,
         random_opening_moves=stage.random_opening_moves,
+        full_search_fraction=stage.full_search_fraction,
+        fast_simulations=stage.fast_simulations,
     )

@@ -19,7 +19,12 @@ from streams.commands import AnyCommand
 from streams.envelope import Event, tag_of
 from streams.errors import DecodeError
 from streams.events import ControlEvent
-from streams.games import GameFinished, upgrade_game_finished_v1, upgrade_game_finished_v2
+from streams.games import (
+    GameFinished,
+    upgrade_game_finished_v1,
+    upgrade_game_finished_v2,
+    upgrade_game_finished_v3,
+)
 from streams.work import WorkItem
 
 AnyEvent = ControlEvent | GameFinished | AnyCommand | WorkItem
@@ -33,6 +38,7 @@ BY_TAG: dict[str, type[Event]] = {tag_of(t): t for t in EVENT_TYPES}
 UPGRADERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("game.finished", 1): upgrade_game_finished_v1,
     ("game.finished", 2): upgrade_game_finished_v2,
+    ("game.finished", 3): upgrade_game_finished_v3,
 }
 
 

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 
 from streams import codec
 from streams.errors import DecodeError
-from streams.games import GameFinished, upgrade_game_finished_v1, upgrade_game_finished_v2
+from streams.games import (
+    GameFinished,
+    upgrade_game_finished_v1,
+    upgrade_game_finished_v2,
+    upgrade_game_finished_v3,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 _json_scalars = st.one_of(st.integers(-(2**31), 2**31), st.text(max_size=8), st.booleans())
@@ -67,7 +72,8 @@ def test_stored_v1_game_finished_is_upcast_on_read():
     data = (FIXTURES / "game_finished_v1.msgpack").read_bytes()
     event = codec.decode(data)
     assert isinstance(event, GameFinished)
-    assert event.v == 3 and event.outcome == 0 and event.stage == "" and event.root_values == []
+    assert event.v == 4 and event.outcome == 0 and event.stage == "" and event.root_values == []
+    assert event.full_search == []
     assert event.moves == [4, 0, 8, 2, 6, 1, 5, 3, 7]
     # the upgraded event re-encodes as the current version and decodes by the fast path
     assert codec.decode(codec.encode(event)) == event
@@ -78,7 +84,7 @@ def test_stored_v2_game_finished_is_upcast_on_read_without_root_values():
     assert msgspec.msgpack.decode(data)["v"] == 2
     event = codec.decode(data)
     assert isinstance(event, GameFinished)
-    assert event.v == 3 and event.stage == "main" and event.root_values == []
+    assert event.v == 4 and event.stage == "main" and event.root_values == []
     assert len(event.policies) == len(event.moves)
     assert codec.decode(codec.encode(event)) == event
 
@@ -89,6 +95,24 @@ def test_v2_upgrader_is_pure_and_keeps_recorded_values():
     assert base == {"type": "game.finished", "v": 2, "outcome": 1}
     assert out == {**base, "v": 3, "root_values": []}
     assert upgrade_game_finished_v2({**base, "root_values": [0.5]})["root_values"] == [0.5]
+
+
+def test_stored_v3_game_finished_is_upcast_on_read_as_fully_searched():
+    data = (FIXTURES / "game_finished_v3.msgpack").read_bytes()
+    assert msgspec.msgpack.decode(data)["v"] == 3
+    event = codec.decode(data)
+    assert isinstance(event, GameFinished)
+    assert event.v == 4 and event.full_search == [] and len(event.root_values) == len(event.moves)
+    assert event.root_values[0] == -0.4  # recorded values survive the upgrade
+    assert codec.decode(codec.encode(event)) == event
+
+
+def test_v3_upgrader_is_pure_and_keeps_recorded_flags():
+    base = {"type": "game.finished", "v": 3, "outcome": 1}
+    out = upgrade_game_finished_v3(base)
+    assert base == {"type": "game.finished", "v": 3, "outcome": 1}
+    assert out == {**base, "v": 4, "full_search": []}
+    assert upgrade_game_finished_v3({**base, "full_search": [True]})["full_search"] == [True]
 
 
 def test_upgrader_is_pure_and_maps_every_result():

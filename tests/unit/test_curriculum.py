@@ -19,7 +19,9 @@ from streams import events as ev
 RUN = "r"
 STAGES = [
     CurriculumStage(name="warmup", until_generation=2, simulations=16, random_opening_moves=2),
-    CurriculumStage(name="middle", until_generation=4, simulations=64),
+    CurriculumStage(
+        name="middle", until_generation=4, simulations=64, full_search_fraction=0.25, fast_simulations=16
+    ),
     CurriculumStage(name="full", simulations=128, use_openings=True),
 ]
 
@@ -144,6 +146,9 @@ def test_selfplay_settings_come_from_the_stage():
     assert warmup.games_in_flight == 32 and warmup.openings == ()
     assert warmup.search.dirichlet_fraction == STAGES[0].dirichlet_fraction
     assert warmup.search.temperature_moves == STAGES[0].temperature_moves
+    assert not warmup.capped and warmup.full_search_fraction == 1.0
+    middle = selfplay_settings_for(STAGES[1], config)
+    assert middle.capped and (middle.full_search_fraction, middle.fast_simulations) == (0.25, 16)
     full = selfplay_settings_for(STAGES[2], config)
     assert full.search.simulations == 128 and len(full.openings) > 10
     assert all(len(o) > 0 for o in full.openings)

@@ -41,3 +41,13 @@ def test_a_curriculum_must_end_with_an_open_stage():
     stages[-1]["until_generation"] = 9
     with pytest.raises(ConfigError, match="until_generation: null"):
         load_loop_config(SHIPPED, {"curriculum": stages})
+
+
+@pytest.mark.parametrize(("fraction", "fast"), [(1.2, 16), (0.25, 0), (0.25, 500)])
+def test_a_bad_playout_cap_is_refused_with_the_stage_path(fraction, fast):
+    stages = msgspec.to_builtins(LoopConfig().curriculum)
+    stages[0].update(full_search_fraction=fraction, fast_simulations=fast)
+    with pytest.raises(ConfigError) as info:
+        load_loop_config(SHIPPED, {"curriculum": stages})
+    assert "$.curriculum[0]" in str(info.value)
+    assert "full_search_fraction" in str(info.value) or "fast_simulations" in str(info.value)

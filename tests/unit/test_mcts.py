@@ -211,3 +211,16 @@ def test_temperature_schedule_and_settings_validation():
     for bad in ({"simulations": 0}, {"leaves_per_game": 0}, {"dirichlet_fraction": 1.5}):
         with pytest.raises(ValueError):
             SearchSettings(**bad)
+
+
+def test_run_takes_simulations_per_slot_and_noise_at_chosen_slots_only():
+    game = get_game("tictactoe")
+    settings = SearchSettings(simulations=8, dirichlet_fraction=0.5, reuse_tree=False)
+    search = BatchedSearch(game, UniformEvaluator(), settings, slots=3)
+    for slot in range(3):
+        search.reset(slot, game.initial_state())
+    search.run(np.random.default_rng(0), slots=[0, 1, 2], simulations=[3, 0, 7], noise_slots={0})
+    assert [int(search.visit_counts(s).sum()) for s in range(3)] == [3, 0, 7]
+    uniform = np.full(9, 1 / 9)
+    assert not np.allclose(search.root_priors(0), uniform)  # noise mixed in
+    assert np.allclose(search.root_priors(2), uniform)  # searched, without noise

@@ -324,6 +324,7 @@ def finished(record, i: int, model: str = "m0") -> GameFinished:
         moves=list(record.moves),
         policies=[list(p) for p in record.policies],
         root_values=list(record.root_values),
+        full_search=list(record.full_search),
         outcome=record.outcome,
         model_id=model,
     )
@@ -338,6 +339,18 @@ def test_a_finished_game_becomes_the_same_samples_as_its_engine_record():
         a, b = samples_from_record(game, back), samples_from_record(game, record)
         assert np.array_equal(a.planes, b.planes) and np.array_equal(a.values, b.values)
         assert np.array_equal(a.searched, np.asarray(record.root_values, np.float32))
+
+
+def test_a_capped_game_gives_samples_of_its_fully_searched_moves_only():
+    game = get_game("tictactoe")
+    settings_ = SelfplaySettings(
+        search=SearchSettings(simulations=8), games_in_flight=4, full_search_fraction=0.5, fast_simulations=2
+    )
+    records = list(play_games(game, UniformEvaluator(), settings_, 4, np.random.default_rng(1)))
+    for i, record in enumerate(records):
+        back = record_of(finished(record, i))
+        assert back == record and back.full_search and len(back.full_search) == len(back.policies)
+        assert len(samples_from_record(game, back)) == sum(back.full_search) < len(back.policies)
 
 
 def test_a_batch_gives_one_shard_per_model_over_the_batch_range():

@@ -9,7 +9,7 @@ import pytest
 from engine.games import get_game
 from engine.mcts import SearchSettings, UniformEvaluator
 from engine.network import NetworkConfig, NetworkEvaluator, build_network, set_torch_threads
-from engine.samples import samples_from_records
+from engine.samples import samples_from_record, samples_from_records
 from engine.selfplay import (
     GameRecord,
     InvalidGameRecord,
@@ -53,6 +53,69 @@ def test_games_are_complete_legal_and_counted():
     # every evaluator call carries one leaf from each game in flight (at most four)
     assert stats.evaluations / stats.evaluator_calls > 2
     assert stats.evaluations <= 4 * stats.evaluator_calls
+
+
+class CountingEvaluator(UniformEvaluator):
+    """Uniform priors and value 0, recording the size of every batch it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def evaluate(self, states, legal=None):
+        self.batches.append(len(states))
+        return super().evaluate(states, legal)
+
+
+CAPPED_SEARCH = msgspec.structs.replace(SEARCH, simulations=16, reuse_tree=False)
+
+
+def test_playout_cap_trains_on_full_searches_only_and_keeps_batches_full():
+    settings = SelfplaySettings(
+        search=CAPPED_SEARCH, games_in_flight=8, full_search_fraction=0.25, fast_simulations=4
+    )
+    stats, evaluator = SelfplayStats(), CountingEvaluator()
+    records = play(settings, 40, seed=3, stats=stats, evaluator=evaluator)
+    flags = [f for r in records for f in r.full_search]
+    assert all(len(r.full_search) == len(r.policies) for r in records)
+    assert stats.full_searches == sum(flags) and stats.positions == len(flags)
+    assert 0.15 < sum(flags) / len(flags) < 0.35  # about a quarter of the moves
+    for record in records:
+        check_record(TTT, record)
+        samples = samples_from_record(TTT, record)
+        assert len(samples) == sum(record.full_search)
+        full = [p for p, f in zip(record.policies, record.full_search, strict=True) if f]
+        assert np.allclose(samples.policies, np.asarray(full, np.float32).reshape(-1, 9))
+        for policy, is_full in zip(record.policies, record.full_search, strict=True):
+            visits = np.asarray(policy) * (16 if is_full else 4)  # no reuse: exactly the budget
+            assert np.allclose(visits, np.round(visits), atol=1e-6)
+    # games search in chunks of the fast search, so an evaluator call carries a leaf from
+    # every game in flight (less the leaves that are finished games) as without the cap
+    uncapped = CountingEvaluator()
+    play(msgspec.structs.replace(settings, full_search_fraction=1.0), 40, seed=3, evaluator=uncapped)
+    assert np.mean(evaluator.batches) >= 0.9 * np.mean(uncapped.batches)
+    assert max(evaluator.batches) == 8
+
+
+def test_without_a_playout_cap_every_move_is_a_sample_and_no_flags_are_recorded():
+    records = play(SelfplaySettings(search=CAPPED_SEARCH, games_in_flight=4), 6, seed=4)
+    assert all(r.full_search == () for r in records)
+    assert all(r.trained_moves() == list(range(len(r.policies))) for r in records)
+    assert len(samples_from_records(TTT, records)) == sum(len(r.policies) for r in records)
+
+
+def test_a_capped_record_with_flags_of_the_wrong_length_is_refused():
+    settings = SelfplaySettings(
+        search=CAPPED_SEARCH, games_in_flight=2, full_search_fraction=0.5, fast_simulations=4
+    )
+    record = play(settings, 1, seed=5)[0]
+    with pytest.raises(InvalidGameRecord, match="full-search flags"):
+        check_record(TTT, msgspec.structs.replace(record, full_search=record.full_search[1:]))
+
+
+@pytest.mark.parametrize(("fraction", "fast"), [(0.0, 4), (1.5, 4), (0.5, 0), (0.5, 16), (0.5, 20)])
+def test_a_bad_playout_cap_is_refused(fraction, fast):
+    with pytest.raises(ValueError, match="full_search_fraction|fast_simulations"):
+        SelfplaySettings(search=CAPPED_SEARCH, full_search_fraction=fraction, fast_simulations=fast)
 
 
 def test_selfplay_reproduces_with_its_seed():
