@@ -318,6 +318,13 @@ def settle(p: Point) -> bool:
     return True
 
 
+def abandon_grading(obs: Observation) -> None:
+    """Give up the gradings still running: their points say so (those done keep their grades)."""
+    for p in obs.points:
+        if not settle(p):
+            p.future, p.error = None, "grading interrupted"
+
+
 def print_ready(obs: Observation, short: dict[str, str], *, block: bool = False) -> None:
     """Print the points whose grades are in, in order (``block``: wait for every one)."""
     while obs.printed < len(obs.points):
@@ -679,6 +686,11 @@ def main(argv: list[str] | None = None) -> int:
             _forward(pool.submit(grade_checkpoint, str(path), args.sims, args.limit), placeholder)
     try:
         print_ready(obs, short, block=not interrupted)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while grading: report what is graded
+        interrupted = True
+        _print("interrupted while grading: champions not graded yet are reported as such")
+        abandon_grading(obs)
+        print_ready(obs, short)
     finally:
         pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
     report(

@@ -16,6 +16,7 @@ from bench.learn_connect4 import (
     Point,
     _forward,
     _parse,
+    abandon_grading,
     curve_table,
     derive_config,
     grade_checkpoint,
@@ -216,3 +217,20 @@ def test_sims_flag_takes_a_list_and_refuses_bad_ones(capsys) -> None:
         else:
             raise AssertionError(f"--sims {bad!r} was accepted")
     assert "--sims" in capsys.readouterr().err
+
+
+def test_an_interrupted_grading_keeps_what_is_graded_and_marks_the_rest(capsys) -> None:
+    graded: cf.Future[dict] = cf.Future()
+    running: cf.Future[dict] = cf.Future()
+    obs = Observation(
+        points=[
+            Point("initial", 0, 0, "a", 0, future=graded),
+            Point("promotion", 1, 1, "b", 9, future=running),
+        ]
+    )
+    graded.set_exception(ValueError("bad checkpoint"))
+    abandon_grading(obs)
+    print_ready(obs, {"a": "a", "b": "b"})
+    out = capsys.readouterr().out.splitlines()
+    assert obs.printed == 2 and "bad checkpoint" in out[0] and "grading interrupted" in out[1]
+    assert obs.points[1].grades is None and not running.done()
