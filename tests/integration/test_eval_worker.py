@@ -49,6 +49,7 @@ RUN = "ew"
 GAME = get_game("tictactoe")
 RANDOM = ev.PlayerSpec(kind="random")
 SLOW = ev.PlayerSpec(kind="pure_mcts", simulations=2000)  # 0.2-1 s a pair: "mid-unit" is observable
+LONG = ev.PlayerSpec(kind="pure_mcts", simulations=8000)  # a unit that outlasts several ack waits
 TINY_NET = NetworkConfig(blocks=1, channels=8, value_hidden=8)
 T = TypeVar("T")
 
@@ -355,7 +356,9 @@ async def test_a_live_worker_keeps_its_unit_past_the_ack_wait(store, nats_settin
     consumer = match_work_consumer(store.log, RUN)
     await consumer.open(ack_wait=ack_wait)
     await consumer.close()
-    await schedule(store, "long", SLOW, SLOW, max_pairs=12, per_unit=12)
+    # 12 pairs at 8,000 rollouts a move: several seconds on a fast idle machine (at SLOW's
+    # 2,000 an idle 2-core machine played them in 1.4 s, inside 1.5 ack waits)
+    await schedule(store, "long", LONG, LONG, max_pairs=12, per_unit=12)
     config = loop_config(nats_settings)
     taken_at = time.time()
     first = start_worker(config, "worker-1")
