@@ -14,8 +14,8 @@ others show what a larger search budget makes of the same net). Grading runs onc
 stopped (one process per core), so the measurement takes no CPU from the loop it measures;
 with ``--grade-live`` each champion is graded as it comes, in one process with
 ``--eval-threads`` torch threads at ``--eval-nice`` (it then competes with the loop for the
-cores). At the end the loop is stopped with its own
-``--stop``; the table of accuracy over time is printed, then one JSON line.
+cores). At the end the loop is stopped with its own ``--stop``; the table of accuracy over
+time is printed, then one JSON line.
 """
 
 from __future__ import annotations
@@ -165,8 +165,8 @@ def point_line(p: Point, short_id: str) -> str:
 
 
 def _searches(grades: dict[str, Any]) -> dict[str, Any]:
-    """Every graded search of a point, the headline one first (older grades hold only it)."""
-    return grades.get("searches") or {grades["search_name"]: grades["search"]}
+    """Every graded search of a point, the headline one first."""
+    return grades["searches"]
 
 
 def curve_table(points: list[Point], short: dict[str, str]) -> str:
@@ -174,7 +174,7 @@ def curve_table(points: list[Point], short: dict[str, str]) -> str:
     per band and on the positions where the choice matters."""
     graded = next((p.grades for p in points if p.grades), None)
     bands = list(graded["search"]["bands"]) if graded else []
-    searches = list(_searches(graded)) if graded else ["search"]
+    searches = list(_searches(graded)) if graded else []
     head = f"{'min':>6} {'kind':<9} {'gen':>3} {'model':<18} {'games':>6} {'raw':>13}"
     head += "".join(f" {name[len('net-') :]:>13}" for name in searches)
     head += "".join(f" {b:>13}" for b in bands) + f" {'choice-matters':>14}"

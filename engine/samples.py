@@ -132,7 +132,9 @@ def samples_from_record(game: Game, record: GameRecord) -> Samples:
         state = state.play(int(move))
     searched = np.asarray(record.root_values, np.float32) if record.root_values else None
     samples = Samples(planes, policies, values, searched)
-    return samples if not record.full_search else samples.subset(np.asarray(record.trained_moves(), np.int64))
+    if record.full_search:  # playout cap: only the fully searched moves are samples
+        samples = samples.subset(np.asarray(record.trained_moves(), np.int64))
+    return samples
 
 
 def samples_from_records(game: Game, records: Sequence[GameRecord]) -> Samples:
