@@ -375,7 +375,7 @@ async def observe(
     """Follow the run for ``minutes`` from its start; hand every new champion's checkpoint to
     ``grade`` (``(model_id, path) -> concurrent future``) and print each grade once it is in."""
     from engine.checkpoint import write_atomically
-    from handlers.loop_control import loop_status
+    from handlers.loop.control import loop_status
     from projections.loop_status import LoopStatusProjection
     from projections.models import ModelRegistryProjection
     from projections.runner import ProjectionRunner
@@ -603,8 +603,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.games.connect4 import ConnectFour
     from engine.strength import load_positions
-    from handlers.loop_config import load_loop_config
-    from handlers.promotion_config import load_promotion_config
+    from handlers.loop.config import load_loop_config
+    from handlers.promotion.config import load_promotion_config
     from streams.errors import JetzeroError
 
     args = _parse(argv)

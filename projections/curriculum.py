@@ -34,7 +34,7 @@ __all__ = [
 
 
 class StageSettings(Protocol):
-    """What a curriculum stage gives (``handlers.loop_config.CurriculumStage`` has it)."""
+    """What a curriculum stage gives (``handlers.loop.config.CurriculumStage`` has it)."""
 
     @property
     def name(self) -> str: ...

@@ -18,7 +18,7 @@ ReasonOption = typer.Option("", "--reason", help="why (recorded in the event)")
 
 
 def _config(path: Path):
-    from handlers.loop_config import load_loop_config
+    from handlers.loop.config import load_loop_config
 
     return guarded(lambda: load_loop_config(path))
 
@@ -26,7 +26,7 @@ def _config(path: Path):
 @app.command()
 def start(config: Path = LoopConfigOption) -> None:
     """Start the loop in the background; returns once it is up and says where its logs are."""
-    from handlers.loop_control import start_background
+    from handlers.loop.control import start_background
 
     cfg = _config(config)
     typer.echo(guarded(lambda: run_async(lambda: start_background(cfg, config))))
@@ -36,7 +36,7 @@ def start(config: Path = LoopConfigOption) -> None:
 def foreground(config: Path = LoopConfigOption,
                verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Run the loop in this terminal (Ctrl-C stops it gracefully)."""
-    from handlers.supervisor import supervise
+    from handlers.loop.supervisor import supervise
 
     cfg = _config(config)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -47,7 +47,7 @@ def foreground(config: Path = LoopConfigOption,
 @app.command()
 def stop(config: Path = LoopConfigOption, reason: str = ReasonOption) -> None:
     """Stop gracefully: running games and training steps finish or are abandoned."""
-    from handlers.loop_control import stop as stop_loop
+    from handlers.loop.control import stop as stop_loop
 
     cfg = _config(config)
     typer.echo(guarded(lambda: run_async(lambda: stop_loop(cfg, reason or "cli stop"))))
@@ -56,7 +56,7 @@ def stop(config: Path = LoopConfigOption, reason: str = ReasonOption) -> None:
 @app.command()
 def halt(config: Path = LoopConfigOption, reason: str = ReasonOption) -> None:
     """Emergency halt: recorded directly in the log; every process pauses at its next check."""
-    from handlers.loop_control import halt as halt_loop
+    from handlers.loop.control import halt as halt_loop
 
     cfg = _config(config)
     typer.echo(guarded(lambda: run_async(lambda: halt_loop(cfg, reason or "emergency halt"))))
@@ -65,7 +65,7 @@ def halt(config: Path = LoopConfigOption, reason: str = ReasonOption) -> None:
 @app.command()
 def resume(config: Path = LoopConfigOption, reason: str = ReasonOption) -> None:
     """Resume after a halt."""
-    from handlers.loop_control import resume as resume_loop
+    from handlers.loop.control import resume as resume_loop
 
     cfg = _config(config)
     typer.echo(guarded(lambda: run_async(lambda: resume_loop(cfg, reason or "cli resume"))))
@@ -75,8 +75,8 @@ def resume(config: Path = LoopConfigOption, reason: str = ReasonOption) -> None:
 def status(config: Path = LoopConfigOption,
            as_json: bool = typer.Option(False, "--json", help="machine-readable")) -> None:
     """Where the loop stands, from the projections (works with the loop stopped)."""
-    from handlers.loop_control import open_store
-    from handlers.status import collect_status, format_status
+    from handlers.loop.control import open_store
+    from handlers.loop.status import collect_status, format_status
 
     cfg = _config(config)
 

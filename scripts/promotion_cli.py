@@ -1,6 +1,6 @@
 """``jetzero promotion ...``: judge a candidate checkpoint, evaluate as a daemon, roll back, and
 show the promotion history and the ratings ladder (``scripts/model_promotion_manager.py`` is
-the same code under the guide's flags). The work is ``handlers.promotion_manager``'s; this
+the same code under the guide's flags). The work is ``handlers.promotion.manager``'s; this
 module parses flags and formats what it returns.
 
 ``candidate`` exits 0 when the candidate is promoted, 1 when it is rejected, 2 when it is
@@ -49,13 +49,13 @@ ReasonOption = typer.Option("", "--reason", help="why (recorded in the event)")
 
 
 def _loop_config(path: Path):
-    from handlers.loop_config import load_loop_config
+    from handlers.loop.config import load_loop_config
 
     return guarded(lambda: load_loop_config(path), code=2)
 
 
 def _configs(config: Path, promotion: Path | None, overrides: dict[str, Any]):
-    from handlers.promotion_config import load_promotion_config
+    from handlers.promotion.config import load_promotion_config
 
     loop_cfg = _loop_config(config)
     path = promotion or Path(loop_cfg.promotion_config)
@@ -144,7 +144,7 @@ def candidate(
 ) -> None:
     """Import a checkpoint and judge it; exit 0 promoted, 1 rejected, 2 refused or error."""
     from engine.network import set_torch_threads
-    from handlers.promotion_manager import judge_candidate
+    from handlers.promotion.manager import judge_candidate
 
     loop_cfg, promo = _configs(config, promotion_config, {
         "elo_threshold": elo_threshold, "max_pairs": max_pairs, "simulations": simulations})
@@ -173,7 +173,7 @@ def daemon(
 ) -> None:
     """Evaluate every new checkpoint continuously (Ctrl-C stops); print each decision."""
     from engine.network import set_torch_threads
-    from handlers.promotion_manager import run_daemon
+    from handlers.promotion.manager import run_daemon
 
     loop_cfg, promo = _configs(config, promotion_config, {
         "elo_threshold": elo_threshold, "max_pairs": max_pairs, "simulations": simulations})
@@ -200,8 +200,8 @@ def rollback(
     reason: str = ReasonOption,
 ) -> None:
     """Roll the champion back (default: to the previous effective promotion)."""
-    from handlers.loop_control import open_store
-    from handlers.promotion_manager import rollback_champion
+    from handlers.loop.control import open_store
+    from handlers.promotion.manager import rollback_champion
 
     if to is not None and model is not None:
         fail("give --to or --model, not both", 2)
@@ -221,8 +221,8 @@ def rollback(
 @app.command()
 def history(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
     """Every promotion, rejection and rollback of the run, with their figures."""
-    from handlers.loop_control import open_store
-    from handlers.promotion_manager import promotion_history
+    from handlers.loop.control import open_store
+    from handlers.promotion.manager import promotion_history
 
     cfg = _loop_config(config)
 
@@ -240,8 +240,8 @@ def history(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
 @app.command()
 def ratings(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
     """The Elo ladder of every model and reference player, with 95% intervals."""
-    from handlers.loop_control import open_store
-    from handlers.promotion_manager import ratings_ladder
+    from handlers.loop.control import open_store
+    from handlers.promotion.manager import ratings_ladder
 
     cfg = _loop_config(config)
 

@@ -21,9 +21,9 @@ def selfplay(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Play games with the current champion (generation 0 is created if there is none)."""
-    from handlers.loop_config import load_loop_config
-    from handlers.selfplay_worker import play
-    from handlers.service import run_service
+    from handlers.loop.config import load_loop_config
+    from handlers.loop.selfplay import play
+    from handlers.runtime.service import run_service
     from streams.server import EmbeddedServer
 
     cfg = guarded(lambda: load_loop_config(config))

@@ -37,9 +37,9 @@ def status(config: Path = ConfigOption) -> None:
     """Is the server up?"""
     target = guarded(lambda: load_target(config))
     if target.nats.url:
-        from streams.server import ServerStatus, _host_port, port_open
+        from streams.server import ServerStatus, host_port, port_open
 
-        host, port = _host_port(target.nats.url)
+        host, port = host_port(target.nats.url)
         typer.echo(ServerStatus(port_open(host, port), target.nats.url, None, "", False).describe())
         return
     st = EmbeddedServer(target.nats).status()

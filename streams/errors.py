@@ -15,8 +15,8 @@
     ├── DecodeError                 bytes on a subject are not a valid event of a known schema
     ├── ProjectionError             a projection's fold raised (message names the sequence)
     ├── CommandTimeout              no handler answered a command in time
-    ├── PromotionError              (handlers.promotion_manager) a candidate or rollback refused
-    └── PlayerUnavailable           (handlers.players_cache) a match player cannot be built
+    ├── PromotionError              (handlers.promotion.manager) a candidate or rollback refused
+    └── PlayerUnavailable           (handlers.promotion.players_cache) a match player cannot be built
 
 The engine has its own root, ``engine.errors.EngineError`` (illegal moves, corrupt
 checkpoints, diverged training, bad positions files), since it knows nothing of the log.

@@ -219,7 +219,7 @@ def _is_zombie(pid: int) -> bool:
 def ensure_server(settings: NatsSettings, *, detach: bool = True) -> ServerStatus:
     """Make sure a server is there: the external ``nats.url`` (checked), or the embedded one."""
     if settings.url:
-        host, port = _host_port(settings.url)
+        host, port = host_port(settings.url)
         ok = port_open(host, port, timeout=2.0)
         if not ok:
             raise ServerUnreachable(f"no NATS server answers at {settings.url} (nats.url)")
@@ -227,7 +227,7 @@ def ensure_server(settings: NatsSettings, *, detach: bool = True) -> ServerStatu
     return EmbeddedServer(settings).start(detach=detach)
 
 
-def _host_port(url: str) -> tuple[str, int]:
+def host_port(url: str) -> tuple[str, int]:
     first = url.split(",")[0].split("://")[-1].split("@")[-1]
     host, _, port = first.rpartition(":")
     return (host or "127.0.0.1"), int(port or 4222)

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from handlers.loop_config import LoopConfig, load_loop_config
+from handlers.loop.config import LoopConfig, load_loop_config
 
 
 def tiny_loop_dict(nats_url: str, tmp: Path, run: str = "t1", **overrides: Any) -> dict[str, Any]:

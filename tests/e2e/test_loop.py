@@ -63,7 +63,7 @@ def child_pids(name: str, config: Path) -> list[int]:
             cmd = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"handlers.process" in cmd and name.encode() in cmd and str(config).encode() in cmd:
+        if b"handlers.loop.process" in cmd and name.encode() in cmd and str(config).encode() in cmd:
             pids.append(int(entry.name))
     return pids
 

@@ -27,11 +27,11 @@ from engine.checkpoint import make_meta, save_checkpoint
 from engine.games import get_game
 from engine.network import NetworkConfig, build_network
 from engine.openings import openings_for
-from handlers import eval_worker
-from handlers.evaluator import work_units
-from handlers.evaluator_service import MATCH_PLAYERS, match_work_consumer
-from handlers.loop_config import EvaluationSection, GameSpec, HealthSection, LoopConfig
-from handlers.service import run_service
+from handlers.loop.config import EvaluationSection, GameSpec, HealthSection, LoopConfig
+from handlers.promotion import eval_worker
+from handlers.promotion.evaluator import work_units
+from handlers.promotion.evaluator_service import MATCH_PLAYERS, match_work_consumer
+from handlers.runtime.service import run_service
 from projections.matches import Matches, MatchesProjection
 from projections.runner import ProjectionRunner
 from streams import codec, names
@@ -157,7 +157,7 @@ async def work_left(store: EventStore) -> int:
 
 
 def start_worker(config: LoopConfig, node: str) -> tuple[asyncio.Task, asyncio.Event]:
-    """An evaluation worker service in this process (as ``handlers.process`` runs it)."""
+    """An evaluation worker service in this process (as ``handlers.loop.process`` runs it)."""
     stop = asyncio.Event()
 
     async def body(ctx) -> None:
@@ -197,7 +197,7 @@ async def test_a_worker_killed_mid_unit_leaves_every_pair_counted_once(store, na
 
     output = open(tmp_path / "worker-7.log", "wb")  # closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "handlers.process", "evalworker", "--config", str(path), "--index", "7"],
+        [sys.executable, "-m", "handlers.loop.process", "evalworker", "--config", str(path), "--index", "7"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=output,

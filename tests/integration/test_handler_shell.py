@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from handlers.controller import build_controller
+from handlers.loop.controller import build_controller
 from streams import commands as cmd
 from streams import events as ev
 from streams import names

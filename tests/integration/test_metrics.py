@@ -12,10 +12,10 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from handlers import health
-from handlers.loop_config import HealthSection, LoopConfig, MetricsSection
-from handlers.metrics import heartbeats
-from handlers.service import run_service
+from handlers.loop import health
+from handlers.loop.config import HealthSection, LoopConfig, MetricsSection
+from handlers.loop.metrics import heartbeats
+from handlers.runtime.service import run_service
 from projections.loop_status import LoopStatusProjection
 from projections.pool import PoolProjection
 from projections.ratings import RatingsProjection

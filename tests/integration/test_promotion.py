@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from handlers.controller import build_controller
-from handlers.evaluator_service import build_evaluator
-from handlers.promoter_service import build_promoter
-from handlers.promotion_config import PromotionConfig, RegressionConfig, SprtConfig, WatchConfig
-from handlers.referee import build_referee, completion_id
+from handlers.loop.controller import build_controller
+from handlers.promotion.config import PromotionConfig, RegressionConfig, SprtConfig, WatchConfig
+from handlers.promotion.evaluator_service import build_evaluator
+from handlers.promotion.promoter_service import build_promoter
+from handlers.promotion.referee import build_referee, completion_id
 from projections.matches import GATE, WATCH
 from projections.models import ModelRegistryProjection
 from projections.runner import state_as_of
@@ -235,7 +235,7 @@ class PromotionLandsFirst:
 
 
 async def test_a_rollback_to_a_named_promotion_survives_a_concurrent_promotion(store):
-    from handlers.promotion_manager import PromotionError, rollback_champion
+    from handlers.promotion.manager import PromotionError, rollback_champion
 
     for generation in range(4):
         await checkpoint(store, f"m{generation}", generation)

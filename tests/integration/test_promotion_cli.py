@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from engine.checkpoint import make_meta, save_checkpoint, save_checkpoint_file
 from engine.games import get_game
 from engine.network import DEFAULT_TICTACTOE_NETWORK, NetworkConfig, build_network, set_torch_threads
-from handlers.loop_config import load_loop_config
-from handlers.promotion_config import load_promotion_config
-from handlers.promotion_manager import run_daemon
+from handlers.loop.config import load_loop_config
+from handlers.promotion.config import load_promotion_config
+from handlers.promotion.manager import run_daemon
 from projections.models import ModelRegistryProjection
 from projections.runner import state_as_of
 from scripts.common import run_async

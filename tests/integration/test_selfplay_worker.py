@@ -11,8 +11,8 @@ from engine.checkpoint import make_meta, save_checkpoint
 from engine.games import get_game
 from engine.network import build_network
 from engine.selfplay import GameRecord, check_record
-from handlers.selfplay_worker import play
-from handlers.service import run_service
+from handlers.loop.selfplay import play
+from handlers.runtime.service import run_service
 from streams import events as ev
 from streams import names
 from streams.objects import put_object

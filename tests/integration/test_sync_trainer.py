@@ -23,13 +23,13 @@ from engine.network import DEFAULT_TICTACTOE_NETWORK
 from engine.samples import Samples, samples_from_records
 from engine.selfplay import SelfplaySettings, play_games
 from engine.train import TrainConfig
-from handlers import sync as sync_service
-from handlers import trainer as trainer_service
-from handlers.loop_config import GameSpec, HealthSection, LoopConfig, SyncSection, TrainingSection
-from handlers.service import run_service
-from handlers.sync import PoolSync, record_of
-from handlers.trainer import LEASE, Trainer
-from handlers.training_window import initial_model_id, plan_training
+from handlers.loop import sync as sync_service
+from handlers.loop import trainer as trainer_service
+from handlers.loop.config import GameSpec, HealthSection, LoopConfig, SyncSection, TrainingSection
+from handlers.loop.sync import PoolSync, record_of
+from handlers.loop.trainer import LEASE, Trainer
+from handlers.loop.training_plan import initial_model_id, plan_training
+from handlers.runtime.service import run_service
 from projections.models import ModelRegistry, ModelRegistryProjection
 from projections.pool import Pool, PoolProjection
 from projections.runner import ProjectionRunner

@@ -3,8 +3,8 @@ shell's id stamping (decide idempotence)."""
 
 from __future__ import annotations
 
-from handlers.controller import decide, plan_rollback
-from handlers.shell import Emit, stamp
+from handlers.loop.controller import decide, plan_rollback
+from handlers.runtime.shell import Emit, stamp
 from projections.loop_status import LoopStatus
 from projections.models import ModelRegistryProjection, fold_numbered
 from streams import commands as cmd

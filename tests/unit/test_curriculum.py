@@ -6,7 +6,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers.loop_config import CurriculumStage, GameSpec, LoopConfig, SelfplaySection
+from handlers.loop.config import CurriculumStage, GameSpec, LoopConfig, SelfplaySection
 from projections.curriculum import (
     CurriculumProjection,
     CurriculumState,

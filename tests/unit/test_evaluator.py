@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers import evaluator
-from handlers.promotion_config import PromotionConfig, ReferencePlayer, RegressionConfig
+from handlers.promotion import evaluator
+from handlers.promotion.config import PromotionConfig, ReferencePlayer, RegressionConfig
 from projections.matches import GATE, REFERENCE, REGRESSION, WATCH, MatchesProjection
 from projections.models import ModelRegistryProjection
 from streams import events as ev

@@ -7,7 +7,8 @@ import math
 import msgspec
 import pytest
 
-from handlers.health import (
+from handlers.loop.config import HealthSection
+from handlers.loop.health import (
     CRITICAL,
     WARNING,
     HealthInputs,
@@ -22,8 +23,7 @@ from handlers.health import (
     health_inputs,
     run_checks,
 )
-from handlers.loop_config import HealthSection
-from handlers.metrics import (
+from handlers.loop.metrics import (
     RECENT_GAMES,
     GameTally,
     GameTallyProjection,

@@ -29,7 +29,7 @@ from bench.learn_connect4 import (
 from engine.checkpoint import make_meta, save_checkpoint_file
 from engine.games.connect4 import ConnectFour
 from engine.network import NetworkConfig, build_network
-from handlers.loop_config import load_loop_config
+from handlers.loop.config import load_loop_config
 from projections.base import fold
 from streams import events as ev
 

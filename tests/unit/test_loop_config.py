@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from handlers.loop_config import LoopConfig, load_loop_config
+from handlers.loop.config import LoopConfig, load_loop_config
 from streams.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "unified_loop.yaml"

@@ -13,14 +13,14 @@ from engine.batched_arena import BatchedGames, pair_jobs, pair_result
 from engine.games import get_game
 from engine.network import NetworkConfig, build_network
 from engine.players import NetworkMCTSPlayer, PureMCTSPlayer, RandomPlayer
-from handlers.eval_worker import (
+from handlers.promotion.eval_worker import (
     RANDOM_PLIES,
     WorkerStats,
     pair_opening,
     pair_played,
     player_seeds,
 )
-from handlers.players_cache import PlayerUnavailable, build_player
+from handlers.promotion.players_cache import PlayerUnavailable, build_player
 from streams.events import PlayerSpec
 from streams.work import MatchUnit, PairSpec
 

@@ -12,9 +12,9 @@ from engine.mcts import SearchSettings, UniformEvaluator
 from engine.samples import samples_from_record
 from engine.selfplay import SelfplaySettings, play_games
 from engine.train import TrainConfig
-from handlers.loop_config import TrainingSection
-from handlers.sync import interrupted_batch, plan_shards, record_of, shard_id_for
-from handlers.training_window import choose_parent, plan_training, steps_for
+from handlers.loop.config import TrainingSection
+from handlers.loop.sync import interrupted_batch, plan_shards, record_of, shard_id_for
+from handlers.loop.training_plan import choose_parent, plan_training, steps_for
 from projections.models import ModelRegistryProjection, fold_numbered
 from projections.pool import Pool, PoolProjection, training_window, window_size
 from streams import events as ev

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
-from handlers import evaluator, promoter
-from handlers.promotion_config import (
+from handlers.promotion import evaluator, promoter
+from handlers.promotion.config import (
     PromotionConfig,
     ReferencePlayer,
     RegressionConfig,
     WatchConfig,
 )
-from handlers.shell import Emit
+from handlers.runtime.shell import Emit
 from projections.base import fold
 from projections.matches import GATE, MatchesProjection
 from projections.models import ModelRegistryProjection

@@ -36,15 +36,15 @@ from engine.games import get_game
 from engine.games.base import Game
 from engine.network import NetworkConfig
 from engine.openings import openings_for
-from handlers.controller import plan_rollback
-from handlers.eval_worker import EvalWorker
-from handlers.evaluator_service import MATCH_PLAYERS, build_evaluator
-from handlers.loop_config import LoopConfig
-from handlers.loop_control import loop_status, open_store, supervisor_holder
-from handlers.promoter_service import build_promoter
-from handlers.promotion_config import PromotionConfig
-from handlers.referee import build_referee
-from handlers.supervisor import who
+from handlers.loop.config import LoopConfig
+from handlers.loop.control import loop_status, open_store, supervisor_holder
+from handlers.loop.controller import plan_rollback
+from handlers.loop.supervisor import who
+from handlers.promotion.config import PromotionConfig
+from handlers.promotion.eval_worker import EvalWorker
+from handlers.promotion.evaluator_service import MATCH_PLAYERS, build_evaluator
+from handlers.promotion.promoter_service import build_promoter
+from handlers.promotion.referee import build_referee
 from projections.loop_status import LoopStatusProjection
 from projections.matches import Matches, MatchesProjection, MatchState, candidate_matches
 from projections.models import ModelRegistry, ModelRegistryProjection
@@ -230,7 +230,7 @@ async def import_candidate(store: EventStore, config: LoopConfig, path: Path) ->
 
 class InProcessEvaluation:
     """The evaluator, referee and promoter (the loop's handler names) and, with ``play``, an
-    eval worker (``handlers.eval_worker``, the loop's own match player) as tasks of this process.
+    eval worker (``handlers.promotion.eval_worker``, the loop's own match player) as tasks of this process.
     ``async with`` runs them; ``check()`` re-raises a crash."""
 
     def __init__(self, store: EventStore, config: LoopConfig, promotion: PromotionConfig, *,
@@ -417,7 +417,7 @@ ROLLBACK_ATTEMPTS = 5  # plans of a targeted rollback, each on the state a confl
 
 async def rollback_champion(store: EventStore, run: str, *, to_seq: int = 0, model_id: str = "",
                             reason: str = "", by: str = "") -> tuple[ev.ChampionRolledBack, int]:
-    """Append ``champion.rolled_back`` (see ``handlers.controller.plan_rollback`` for the target).
+    """Append ``champion.rolled_back`` (see ``handlers.loop.controller.plan_rollback`` for the target).
 
     A rollback to a named promotion or model still means the same after a concurrent champion
     decision (a promotion by the running loop), so it is planned again on the new state, a few

@@ -135,7 +135,7 @@ class HandlerShell:
         try:
             event = codec.decode(delivery.data)
         except DecodeError as exc:
-            await self._reject(delivery, str(exc))
+            await self.reject(delivery, str(exc))
             await self._done(delivery, "")
             return
         if isinstance(event, Event):
@@ -157,7 +157,7 @@ class HandlerShell:
                 if self.on_conflict is not None:
                     await self.on_conflict()
 
-    async def _reject(self, delivery: Delivery, reason: str) -> None:
+    async def reject(self, delivery: Delivery, reason: str) -> None:
         self.stats.rejected += 1
         log.warning("%s: rejected %s #%d: %s", self.name, delivery.subject, delivery.seq, reason)
         await self.store.append(

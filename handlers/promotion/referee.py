@@ -2,7 +2,7 @@
 
 A ``HandlerShell`` on the run's EVENTS reacts to ``match.pair_played``: it folds the matches
 projection up to that pair (so the decision is the one the log had at that point, whoever
-redoes it) and asks ``handlers.evaluator.complete_match``. The completion's id derives from
+redoes it) and asks ``handlers.promotion.evaluator.complete_match``. The completion's id derives from
 the match id, not from the pair, so it lands once even when two referees, or a referee
 redoing its work, decide on different pairs: the server drops the second append inside its
 duplicate window, and past it the projection already shows the match completed.
@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import msgspec
 
-from handlers.evaluator import complete_match
-from handlers.loop_config import LoopConfig
-from handlers.shell import HandlerShell
+from handlers.loop.config import LoopConfig
+from handlers.promotion.evaluator import complete_match
+from handlers.runtime.shell import HandlerShell
 from projections.matches import MatchesProjection
 from projections.runner import ProjectionRunner
 from streams import events as ev

@@ -1,7 +1,7 @@
 """The promoter service: judges a candidate when its last evaluation match completes.
 
 A ``HandlerShell`` on the run's EVENTS reacts to ``match.completed``: it catches the registry
-and the matches projections up to now and runs ``handlers.promoter.decide``, whose
+and the matches projections up to now and runs ``handlers.promotion.promoter.decide``, whose
 ``candidate.promoted`` / ``candidate.rejected`` / ``champion.rolled_back`` is appended under the
 champion aggregate's expected last sequence. A promoter that loses a race (another decision
 landed first) gets ``ConcurrencyConflict``; the shell then catches both projections up again
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from handlers import promoter
-from handlers.loop_config import LoopConfig
-from handlers.promotion_config import PromotionConfig, load_promotion_config
-from handlers.shell import Emit, HandlerShell
+from handlers.loop.config import LoopConfig
+from handlers.promotion import promoter
+from handlers.promotion.config import PromotionConfig, load_promotion_config
+from handlers.runtime.shell import Emit, HandlerShell
 from projections.matches import MatchesProjection
 from projections.models import ModelRegistryProjection
 from projections.runner import ProjectionRunner

@@ -38,8 +38,8 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from handlers.loop_config import HealthSection, LoopConfig
-from handlers.metrics import (
+from handlers.loop.config import HealthSection, LoopConfig
+from handlers.loop.metrics import (
     GameTally,
     LiveReadings,
     MetricsServer,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from engine.train import TrainReport
-from handlers.loop_config import TrainingSection
+from handlers.loop.config import TrainingSection
 from projections.models import ModelRecord, ModelRegistry
 from projections.pool import Pool, training_window
 from streams import events as ev

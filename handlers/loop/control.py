@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from handlers.loop_config import LoopConfig
-from handlers.supervisor import SUPERVISOR_LEASE, who
+from handlers.loop.config import LoopConfig
+from handlers.loop.supervisor import SUPERVISOR_LEASE, who
 from projections.loop_status import LoopStatus, LoopStatusProjection
 from projections.runner import ProjectionRunner
 from streams import commands as cmd
@@ -121,7 +121,7 @@ async def start_background(config: LoopConfig, config_path: Path, timeout: float
     t0 = time.time()
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "handlers.supervisor", "--config", str(config_path)],
+            [sys.executable, "-m", "handlers.loop.supervisor", "--config", str(config_path)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )

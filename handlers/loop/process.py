@@ -1,4 +1,4 @@
-"""Entry point of one loop process: ``python -m handlers.process NAME --config PATH``.
+"""Entry point of one loop process: ``python -m handlers.loop.process NAME --config PATH``.
 
 Every service module exposes ``async def serve(ctx: ServiceContext, config: LoopConfig)``;
 ``SERVICES`` maps process names to those modules. The supervisor starts one process per
@@ -16,25 +16,25 @@ import sys
 
 import uvloop
 
-from handlers.loop_config import load_loop_config
-from handlers.service import run_service
+from handlers.loop.config import load_loop_config
+from handlers.runtime.service import run_service
 from streams.errors import JetzeroError
 
 SERVICES = {
-    "controller": "handlers.controller",
-    "sync": "handlers.sync",
-    "trainer": "handlers.trainer",
-    "evaluator": "handlers.evaluator_service",
-    "referee": "handlers.referee",
-    "promoter": "handlers.promoter_service",
-    "health": "handlers.health",
-    "selfplay": "handlers.selfplay_worker",
-    "evalworker": "handlers.eval_worker",
+    "controller": "handlers.loop.controller",
+    "sync": "handlers.loop.sync",
+    "trainer": "handlers.loop.trainer",
+    "evaluator": "handlers.promotion.evaluator_service",
+    "referee": "handlers.promotion.referee",
+    "promoter": "handlers.promotion.promoter_service",
+    "health": "handlers.loop.health",
+    "selfplay": "handlers.loop.selfplay",
+    "evalworker": "handlers.promotion.eval_worker",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="handlers.process")
+    parser = argparse.ArgumentParser(prog="handlers.loop.process")
     parser.add_argument("name", choices=sorted(SERVICES))
     parser.add_argument("--config", default="config/unified_loop.yaml")
     parser.add_argument("--index", type=int, default=0, help="worker index (selfplay, evalworker)")

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from handlers.loop_config import LoopConfig
+from handlers.loop.config import LoopConfig
 from projections.journal import JournalProjection
 from projections.loop_status import LoopStatusProjection
 from projections.matches import MatchesProjection

@@ -46,10 +46,10 @@ from engine.errors import IllegalMove
 from engine.games import get_game
 from engine.games.base import Game
 from engine.network import set_torch_threads
-from handlers.evaluator_service import MATCH_PLAYERS, match_work_consumer
-from handlers.loop_config import LoopConfig
-from handlers.match_play import pair_event_id
-from handlers.players_cache import PlayersCache, PlayerUnavailable
+from handlers.loop.config import LoopConfig
+from handlers.promotion.evaluator_service import MATCH_PLAYERS, match_work_consumer
+from handlers.promotion.match_play import pair_event_id
+from handlers.promotion.players_cache import PlayersCache, PlayerUnavailable
 from projections.matches import MatchesProjection
 from projections.models import ModelRegistryProjection
 from projections.runner import ProjectionRunner

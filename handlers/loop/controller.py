@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from handlers.shell import Emit
+from handlers.runtime.shell import Emit
 from projections.loop_status import LoopStatus
 from projections.models import ModelRegistry, Promotion, lineage, promotion_at
 from streams import commands as cmd
@@ -146,7 +146,7 @@ def build_controller(store, run: str):
 
     Returns ``(shell, runner)`` (the loop-status runner); run ``shell.run_until(stop)``.
     """
-    from handlers.shell import HandlerShell
+    from handlers.runtime.shell import HandlerShell
     from projections.loop_status import LoopStatusProjection
     from projections.models import ModelRegistryProjection
     from projections.runner import ProjectionRunner

@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 
 from engine.rating import Z95
-from handlers.promotion_config import PromotionConfig
-from handlers.shell import Emit
+from handlers.promotion.config import PromotionConfig
+from handlers.runtime.shell import Emit
 from projections.matches import (
     GATE,
     REFERENCE,

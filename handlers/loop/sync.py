@@ -26,8 +26,8 @@ from engine.games import get_game
 from engine.games.base import Game
 from engine.samples import samples_from_records
 from engine.selfplay import GameRecord, InvalidGameRecord, check_record
-from handlers.loop_config import LoopConfig
-from handlers.shell import HandlerShell
+from handlers.loop.config import LoopConfig
+from handlers.runtime.shell import HandlerShell
 from projections.pool import Pool, PoolProjection
 from projections.runner import ProjectionRunner
 from streams import codec, names
@@ -190,7 +190,7 @@ class PoolSync:
         if event is not None:
             reason = self._invalid(event)
         if reason:
-            await self.shell._reject(delivery, reason)  # noqa: SLF001 - the shell's poison path
+            await self.shell.reject(delivery, reason)
             await delivery.ack()
             return
         assert isinstance(event, GameFinished)

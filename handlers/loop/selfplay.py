@@ -25,8 +25,8 @@ from engine.checkpoint import load_checkpoint
 from engine.games import get_game
 from engine.network import NetworkEvaluator, set_torch_threads
 from engine.selfplay import GameRecord, SelfplayDriver
-from handlers.loop_config import LoopConfig
-from handlers.trainer import create_initial_model
+from handlers.loop.config import LoopConfig
+from handlers.loop.trainer import create_initial_model
 from projections.curriculum import CurriculumProjection, selfplay_settings_for, stage_index_for
 from projections.models import ModelRegistryProjection
 from projections.runner import ProjectionRunner

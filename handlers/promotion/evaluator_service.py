@@ -1,12 +1,12 @@
 """The evaluator service: schedules evaluation matches and hands their pairs out as WORK units.
 
-A ``HandlerShell`` on the run's EVENTS runs ``handlers.evaluator.decide`` for
+A ``HandlerShell`` on the run's EVENTS runs ``handlers.promotion.evaluator.decide`` for
 
 - ``checkpoint.saved``, ``candidate.promoted``, ``candidate.rejected``,
   ``champion.rolled_back``: unless a candidate's evaluation is in progress (matches scheduled,
   no decision yet), the gate, regression and reference ``match.scheduled`` of the newest
   pending checkpoint (one candidate at a time, against the champion of the moment; older
-  pending checkpoints are skipped; ``handlers.evaluator.schedule_next``);
+  pending checkpoints are skipped; ``handlers.promotion.evaluator.schedule_next``);
 - ``candidate.promoted`` also: the new champion's watch match;
 - ``match.scheduled``: the match's ``MatchUnit`` items, appended to WORK.
 
@@ -27,10 +27,10 @@ from collections.abc import Callable, Sequence
 
 from engine.games import get_game
 from engine.openings import openings_for
-from handlers import evaluator
-from handlers.loop_config import LoopConfig
-from handlers.promotion_config import PromotionConfig, load_promotion_config
-from handlers.shell import HandlerShell
+from handlers.loop.config import LoopConfig
+from handlers.promotion import evaluator
+from handlers.promotion.config import PromotionConfig, load_promotion_config
+from handlers.runtime.shell import HandlerShell
 from projections.matches import MatchesProjection
 from projections.models import ModelRegistryProjection
 from projections.runner import ProjectionRunner

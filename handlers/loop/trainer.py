@@ -39,8 +39,8 @@ from engine.games.base import Game
 from engine.network import PolicyValueNet, build_network, set_torch_threads
 from engine.samples import InvalidSamples, Samples
 from engine.train import TrainReport, TrainSession
-from handlers.loop_config import LoopConfig
-from handlers.training_window import (
+from handlers.loop.config import LoopConfig
+from handlers.loop.training_plan import (
     HANDLER,
     combined,
     initial_model_id,

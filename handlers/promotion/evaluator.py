@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from handlers.promotion_config import PromotionConfig, SprtConfig
+from handlers.promotion.config import PromotionConfig, SprtConfig
 from projections.matches import (
     GATE,
     REFERENCE,

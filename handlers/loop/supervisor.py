@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from handlers.loop_config import LoopConfig
+from handlers.loop.config import LoopConfig
 from projections.loop_status import LoopStatusProjection
 from projections.runner import ProjectionRunner
 from streams import events as ev
@@ -85,7 +85,7 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
 
     def _spawn(self, child: Child) -> None:
-        cmd = [sys.executable, "-m", "handlers.process", child.name, "--config",
+        cmd = [sys.executable, "-m", "handlers.loop.process", child.name, "--config",
                str(self.config_path), "--index", str(child.index)]
         if self.verbose:
             cmd.append("--verbose")
@@ -201,15 +201,15 @@ __all__ = ["Supervisor", "supervise", "process_names", "LockHeld"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m handlers.supervisor --config PATH [--verbose]``: run the loop in this process."""
+    """``python -m handlers.loop.supervisor --config PATH [--verbose]``: run the loop in this process."""
     import argparse
 
     import uvloop
 
-    from handlers.loop_config import load_loop_config
+    from handlers.loop.config import load_loop_config
     from streams.errors import JetzeroError
 
-    parser = argparse.ArgumentParser(prog="handlers.supervisor")
+    parser = argparse.ArgumentParser(prog="handlers.loop.supervisor")
     parser.add_argument("--config", default="config/unified_loop.yaml")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
