@@ -18,7 +18,7 @@ setup: $(STAMP)
 
 # Run the unified loop in the foreground on the embedded nats-server (Ctrl-C stops it).
 run: $(STAMP)
-	$(BIN)/python scripts/unified_ai_loop.py --foreground --verbose --config config/unified_loop.yaml
+	$(BIN)/python scripts/unified_ai_loop.py --foreground --verbose
 
 # The whole test suite (unit, integration against a real nats-server, end to end).
 test: $(STAMP)

@@ -34,7 +34,7 @@ import uvloop  # noqa: E402
 
 from projections.base import BaseProjection  # noqa: E402
 from projections.runner import ProjectionRunner  # noqa: E402
-from streams import codec, names  # noqa: E402
+from streams import auth, codec, names  # noqa: E402
 from streams import events as ev  # noqa: E402
 from streams.config import NatsSettings  # noqa: E402
 from streams.connection import Log, connect  # noqa: E402
@@ -287,12 +287,12 @@ async def fill_memory_log(store: EventStore, count: int, chunk: int = 50_000) ->
                                                start=start))
 
 
-def memory_child(url: str, until_seq: int) -> dict:
+def memory_child(url: str, credentials: str, until_seq: int) -> dict:
     """Run in a fresh process: replay ``until_seq`` events with decode and fold; report RSS."""
 
     async def main() -> dict:
-        log = await connect(NatsSettings(url=url), name="bench-memory", long_lived=False,
-                            ensure=False)
+        log = await connect(NatsSettings(url=url, credentials=credentials), name="bench-memory",
+                            long_lived=False, ensure=False)
         before = _vm("VmRSS")
         try:
             runner = ProjectionRunner(EventStore(log), EventsPerTag(), MEMORY_RUN,
@@ -320,9 +320,11 @@ def _vm(field: str) -> int:
     return 0
 
 
-def run_memory_child(url: str, until_seq: int) -> dict:
+def run_memory_child(settings: NatsSettings, until_seq: int) -> dict:
+    credentials = str(auth.client_file(settings))
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", url, str(until_seq)],
+        [sys.executable, __file__, "--memory-child", settings.client_url, credentials,
+         str(until_seq)],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -341,10 +343,9 @@ async def bench(args: argparse.Namespace, settings: NatsSettings) -> dict:
         await fill_memory_log(store, args.replay_events)
     finally:
         await log.close()
-    url = settings.client_url
     memory = {
-        "small": run_memory_child(url, small),
-        "full": run_memory_child(url, args.replay_events),
+        "small": run_memory_child(settings, small),
+        "full": run_memory_child(settings, args.replay_events),
     }
     return {"append": append, "replay": replay, "memory": memory}
 
@@ -411,11 +412,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="20k events, 100k for memory")
-    parser.add_argument("--memory-child", nargs=2, metavar=("URL", "UNTIL_SEQ"),
+    parser.add_argument("--memory-child", nargs=3, metavar=("URL", "CREDENTIALS", "UNTIL_SEQ"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
-        print(json.dumps(memory_child(args.memory_child[0], int(args.memory_child[1]))))
+        url, credentials, until = args.memory_child
+        print(json.dumps(memory_child(url, credentials, int(until))))
         return 0
     if args.quick:
         args.events, args.replay_events = 20_000, 100_000

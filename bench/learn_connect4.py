@@ -41,6 +41,7 @@ import msgspec
 import yaml
 
 from engine.bench_strength import PUBLIC_POSITIONS, RAW_POLICY, mcts_name, measure_model, spread
+from handlers.loop.config import DEFAULT_CONFIG_PATH, load_loop_config
 from streams import names
 from streams.server import free_port
 
@@ -374,14 +375,13 @@ async def observe(
 ) -> None:
     """Follow the run for ``minutes`` from its start; hand every new champion's checkpoint to
     ``grade`` (``(model_id, path) -> concurrent future``) and print each grade once it is in."""
-    from engine.checkpoint import write_atomically
     from handlers.loop.control import loop_status
+    from handlers.promotion.models import write_model
     from projections.loop_status import LoopStatusProjection
     from projections.models import ModelRegistryProjection
     from projections.runner import ProjectionRunner
     from streams.connection import connect
     from streams.errors import JetzeroError
-    from streams.objects import get_object
     from streams.store import EventStore
 
     conn = await connect(cfg.nats, name="learn-bench", ensure=False)
@@ -397,13 +397,10 @@ async def observe(
         if model_id not in measured:
             record = state.models.get(model_id)
             try:
-                if record is None or not record.object_name:
+                if record is None:
                     raise JetzeroError(f"no stored checkpoint for {model_id}")
-                data = await get_object(
-                    store.log, names.OBJ_MODELS, record.object_name, record.digest or None
-                )
                 path = models_dir / f"{model_id}.ckpt"
-                write_atomically(path, data)
+                await write_model(store, record, path)  # the export's code: digest verified
                 measured[model_id] = grade(model_id, path)
             except JetzeroError as exc:
                 point.error = str(exc)
@@ -502,14 +499,14 @@ def _settings(cfg: Any, promotion: Any) -> dict[str, Any]:
     plain = msgspec.to_builtins(cfg)
     keep = ("game", "network", "selfplay", "curriculum", "sync", "training", "evaluation")
     settings = {k: plain[k] for k in keep}
-    settings["promotion"] = {k: v for k, v in msgspec.to_builtins(promotion).items() if k != "nats"}
+    settings["promotion"] = msgspec.to_builtins(promotion)
     return settings
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of the loop")
-    parser.add_argument("--config", default="config/unified_loop.yaml", help="the loop config to run")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="the loop config to run")
     parser.add_argument(
         "--sims",
         type=_sims_list,
@@ -562,15 +559,15 @@ def _sims_list(text: str) -> list[int]:
 
 def _prepare(args: argparse.Namespace, run: str) -> tuple[Path, Path]:
     """The run's folder and its derived config (with a copy of the promotion config)."""
-    base = yaml.safe_load(Path(args.config).read_text()) or {}
+    base = load_loop_config(args.config)  # the one loader: checked whole before anything runs
     data_dir = Path(args.data_dir or f"data/learn_connect4/{run}").resolve()
     (data_dir / "models").mkdir(parents=True, exist_ok=True)
-    promotion = Path(base.get("promotion_config", "config/promotion.yaml"))
+    promotion = Path(base.promotion_config)
     if not promotion.is_absolute():
         promotion = promotion if promotion.exists() else REPO / promotion
     shutil.copyfile(promotion, data_dir / "promotion.yaml")
     derived = derive_config(
-        base,
+        msgspec.to_builtins(base),
         run=run,
         data_dir=data_dir,
         nats_port=free_port(),
@@ -603,16 +600,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.games.connect4 import ConnectFour
     from engine.strength import load_positions
-    from handlers.loop.config import load_loop_config
-    from handlers.promotion.config import load_promotion_config
+    from handlers.loop.config import load_in_force
     from streams.errors import JetzeroError
 
     args = _parse(argv)
     run = run_name(time.time())
     try:
         data_dir, config_path = _prepare(args, run)
-        cfg = load_loop_config(config_path)
-        promotion = load_promotion_config(cfg.promotion_config)
+        in_force = load_in_force(config_path)
+        cfg, promotion = in_force.loop, in_force.promotion
     except (OSError, yaml.YAMLError, JetzeroError) as exc:
         _print(f"error: {exc}")
         return 2

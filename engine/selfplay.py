@@ -23,7 +23,6 @@ from engine.errors import EngineError, IllegalMove
 from engine.games.base import Game, State
 from engine.mcts import (
     DEFAULT_CONNECT4_SEARCH,
-    DEFAULT_TICTACTOE_SEARCH,
     BatchedSearch,
     Evaluator,
     SearchSettings,
@@ -74,7 +73,6 @@ def check_playout_cap(fraction: float, fast: int, full: int, where: str = "Selfp
 
 # 128 games in flight: batches of 128 leaves, near the CPU inference ceiling (see bench/).
 DEFAULT_CONNECT4_SELFPLAY = SelfplaySettings(search=DEFAULT_CONNECT4_SEARCH, games_in_flight=128)
-DEFAULT_TICTACTOE_SELFPLAY = SelfplaySettings(search=DEFAULT_TICTACTOE_SEARCH, games_in_flight=64)
 
 
 class GameRecord(msgspec.Struct, frozen=True, kw_only=True):

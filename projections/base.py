@@ -6,11 +6,11 @@ State is immutable (frozen msgspec Structs) so that a snapshot is the state itse
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from streams import names
-from streams.envelope import Event
+from streams import codec, names
+from streams.envelope import Event, tag_of
 
 S = TypeVar("S")
 
@@ -34,18 +34,64 @@ class Projection(Protocol[S]):
 
 
 class BaseProjection(Generic[S]):
-    """Convenience base: ``apply`` dispatches on the event's class to ``on_<ClassName>``."""
+    """Convenience base: ``apply`` dispatches on the event's wire tag to its ``on_*`` handler.
+
+    A handler is named after the tag it folds, dots as underscores: ``on_candidate_promoted``
+    folds ``candidate.promoted``. (``on_<EventClass>``, the older spelling, is read as that
+    class's tag.) The table tag -> handler is built when the class is defined, and a handler
+    that names no event type is a ``TypeError`` there: a misspelt handler cannot sit unused.
+    A handler takes ``(state, event)``, or ``(state, event, seq)`` in a projection whose own
+    ``apply_at`` looks it up with ``handler(event)`` and passes the sequence.
+    """
 
     name = "base"
     stream = names.EVENTS
     state_type: Any = None
+    handlers: ClassVar[dict[str, str]] = {}  # tag -> name of the method folding it
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.handlers = handler_table(cls)
 
     def initial(self) -> S:
         raise NotImplementedError
 
+    def handler(self, event: Event) -> Callable[..., S] | None:
+        """The bound ``on_*`` method folding ``event``'s tag, or None."""
+        method = self.handlers.get(getattr(event, "tag", ""))
+        return None if method is None else getattr(self, method)
+
     def apply(self, state: S, event: Event) -> S:
-        method = getattr(self, "on_" + type(event).__name__, None)
+        method = self.handler(event)
         return state if method is None else method(state, event)
+
+
+def handler_tag(method_name: str) -> str | None:
+    """The wire tag an ``on_*`` method name folds, or None if it names no event type."""
+    if not method_name.startswith("on_"):
+        return None
+    rest = method_name[3:]
+    return _BY_METHOD_NAME.get(rest) or _BY_CLASS_NAME.get(rest)
+
+
+def handler_table(cls: type) -> dict[str, str]:
+    """``tag -> method name`` for every ``on_*`` method of ``cls``; TypeError for a stray one."""
+    table: dict[str, str] = {}
+    for attr in dir(cls):
+        if not attr.startswith("on_") or not callable(getattr(cls, attr)):
+            continue
+        tag = handler_tag(attr)
+        if tag is None:
+            raise TypeError(f"{cls.__name__}.{attr} names no event type (a handler is on_<tag>, "
+                            f"dots as underscores, e.g. on_candidate_promoted)")
+        if tag in table:
+            raise TypeError(f"{cls.__name__}: {table[tag]} and {attr} both fold {tag}")
+        table[tag] = attr
+    return table
+
+
+_BY_METHOD_NAME: dict[str, str] = {tag.replace(".", "_"): tag for tag in codec.BY_TAG}
+_BY_CLASS_NAME: dict[str, str] = {t.__name__: tag_of(t) for t in codec.EVENT_TYPES}
 
 
 def fold(projection: Projection[S], events: Iterable[Event], state: S | None = None) -> S:

@@ -121,12 +121,14 @@ class CurriculumProjection(BaseProjection[CurriculumState]):
                     return s
                 s = msgspec.structs.replace(s, promotions={seq: event.model_id})
                 return self._crown(s, event, seq, event.model_id, 0, "initial")
-            case ev.CandidatePromoted():
-                generation = state.generations.get(event.model_id, event.generation)
+            case ev.CandidatePromoted() if event.model_id in state.generations:
+                generation = state.generations[event.model_id]
                 s = msgspec.structs.replace(state, promotions={**state.promotions, seq: event.model_id})
                 return self._crown(s, event, seq, event.model_id, generation, "promotion")
-            case ev.ChampionRolledBack():
-                model = state.promotions.get(event.to_promotion_seq, event.model_id)
+            case ev.ChampionRolledBack() if event.to_promotion_seq in state.promotions:
+                # refused like the model registry refuses them: a model with no checkpoint, a
+                # rollback to no promotion (projections.models)
+                model = state.promotions[event.to_promotion_seq]
                 generation = state.generations.get(model, 0)
                 return self._crown(state, event, seq, model, generation, "rollback")
         return state

@@ -1,5 +1,9 @@
-"""Recent notable events (rejections, rollbacks, health failures, restarts), newest last,
-and the selfplay game counter, for ``--status`` and the health checks."""
+"""Recent notable events (rejections, rollbacks, health failures, poison), newest last, for
+``--status`` and the health checks.
+
+Poison (``event.rejected``: messages no reader could use, decisions refused for naming what
+does not exist) is counted once per stored message, however many readers recorded it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import msgspec
 
 from projections.base import BaseProjection
 from streams import events as ev
+from streams.rejections import rejection_key
 
 KEEP = 10
 
@@ -25,6 +30,7 @@ class Journal(msgspec.Struct, frozen=True, kw_only=True):
     rejected_candidates: int = 0
     poison_count: int = 0
     health_failure_count: int = 0
+    poison_keys: frozenset[str] = frozenset()  # ``STREAM:seq`` of each message counted in poison
 
 
 def _push(notes: tuple[Note, ...], note: Note) -> tuple[Note, ...]:
@@ -38,23 +44,27 @@ class JournalProjection(BaseProjection[Journal]):
     def initial(self) -> Journal:
         return Journal()
 
-    def on_CandidateRejected(self, s: Journal, e: ev.CandidateRejected) -> Journal:
+    def on_candidate_rejected(self, s: Journal, e: ev.CandidateRejected) -> Journal:
         note = Note(e.time, "candidate.rejected", f"{e.model_id}: {e.reason}")
         return msgspec.structs.replace(s, rejections=_push(s.rejections, note),
                                        rejected_candidates=s.rejected_candidates + 1)
 
-    def on_ChampionRolledBack(self, s: Journal, e: ev.ChampionRolledBack) -> Journal:
+    def on_champion_rolled_back(self, s: Journal, e: ev.ChampionRolledBack) -> Journal:
         how = "automatic" if e.automatic else "manual"
         note = Note(e.time, "champion.rolled_back",
                     f"to #{e.to_promotion_seq} ({e.model_id}), {how}: {e.reason}")
         return msgspec.structs.replace(s, rollbacks=_push(s.rollbacks, note))
 
-    def on_HealthCheckFailed(self, s: Journal, e: ev.HealthCheckFailed) -> Journal:
+    def on_health_check_failed(self, s: Journal, e: ev.HealthCheckFailed) -> Journal:
         note = Note(e.time, f"health.{e.severity}", f"{e.check}: {e.detail}")
         return msgspec.structs.replace(s, health_failures=_push(s.health_failures, note),
                                        health_failure_count=s.health_failure_count + 1)
 
-    def on_EventRejected(self, s: Journal, e: ev.EventRejected) -> Journal:
+    def on_event_rejected(self, s: Journal, e: ev.EventRejected) -> Journal:
+        key = rejection_key(e.stream, e.seq)
+        if key in s.poison_keys:  # another reader's record of the same message
+            return s
         note = Note(e.time, "event.rejected", f"{e.subject} #{e.seq}: {e.reason}")
         return msgspec.structs.replace(s, poison=_push(s.poison, note),
-                                       poison_count=s.poison_count + 1)
+                                       poison_count=s.poison_count + 1,
+                                       poison_keys=s.poison_keys | {key})

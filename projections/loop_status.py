@@ -1,5 +1,10 @@
 """Loop status read model: running / stopping / stopped, halted or not (a halt is orthogonal
-and outlives restarts), since when, by whom, why; starts and process restarts."""
+and outlives restarts), since when, by whom, why; starts and process restarts.
+
+``halt_seq`` is the EVENTS sequence of the latest ``loop.halted`` (the runner passes
+sequences through ``apply_at``; plain ``apply`` leaves it 0): a resume names it, so a halt
+recorded after the resume was asked for keeps the loop halted.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ class LoopStatus(msgspec.Struct, frozen=True, kw_only=True):
     halted_by: str = ""
     halt_reason: str = ""
     halt_automatic: bool = False
+    halt_seq: int = 0
     started_at: float = 0.0
     starts: int = 0
     halts: int = 0
@@ -37,6 +43,11 @@ class LoopStatusProjection(BaseProjection[LoopStatus]):
 
     def initial(self) -> LoopStatus:
         return LoopStatus()
+
+    def apply_at(self, state: LoopStatus, event, seq: int) -> LoopStatus:
+        """``apply``, and a halt's sequence remembered."""
+        new = self.apply(state, event)
+        return msgspec.structs.replace(new, halt_seq=seq) if isinstance(event, ev.LoopHalted) else new
 
     @staticmethod
     def _to(s: LoopStatus, e: ev._Loop, state: str) -> LoopStatus:

@@ -5,8 +5,12 @@ Rules of the fold:
 - **Initial champion.** The first ``checkpoint.saved`` with generation 0, while there is no
   champion and no promotion yet, is the champion by convention. It enters the history as a
   promotion marked ``initial`` whose ``seq`` is that checkpoint's sequence, so a rollback can
-  name it like any promotion. An explicit ``candidate.promoted`` before any such checkpoint
-  makes its model the first champion instead.
+  name it like any promotion. An explicit ``candidate.promoted`` of a checkpointed model
+  before any such checkpoint makes its model the first champion instead.
+- **Refused** decisions. A ``candidate.promoted`` or ``candidate.rejected`` naming a model
+  with no checkpoint, or a ``champion.rolled_back`` to a sequence that is no promotion, is
+  not folded: the champion stays the last valid one and the refusal is noted (``refusals``;
+  ``refused_at`` tells the runner, which records it as ``event.rejected``).
 - **Rollback.** Promotions form a tree: each one's ``parent`` is the promotion that made the
   champion it replaced. ``champion.rolled_back`` naming promotion ``P`` moves the tip back to
   ``P``, which restores the champion line exactly as it stood at ``P``: the champion becomes
@@ -18,7 +22,8 @@ Rules of the fold:
   records which candidates have their evaluation matches scheduled.
 - The sequence of each event comes through ``apply_at`` (the runner passes it); ``apply``
   uses 0. ``champion_last_seq`` is the last sequence on the ``champion`` aggregate, the
-  expectation a promoter appends under.
+  expectation a promoter appends under; the runner's ``note_subject`` moves it for whatever
+  is stored there, poison and refused decisions included.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import msgspec
 from projections.base import BaseProjection
 from projections.matches import CANDIDATE_PURPOSES
 from streams import events as ev
+from streams import names
 from streams.envelope import Event
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
     "ModelRegistry",
     "ModelRegistryProjection",
     "Promotion",
+    "Refusal",
     "Rejection",
     "Rollback",
     "fold_numbered",
@@ -47,6 +54,9 @@ __all__ = [
     "previous_promotion",
     "promotion_at",
 ]
+
+KEEP_REFUSALS = 20
+_CHAMPION_TOKEN = f".{names.AGG_CHAMPION}."
 
 
 class ModelRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +107,16 @@ class Rollback(msgspec.Struct, frozen=True, kw_only=True):
     time: float = 0.0
 
 
+class Refusal(msgspec.Struct, frozen=True, kw_only=True):
+    """A decision on the champion aggregate that names something that does not exist."""
+
+    seq: int
+    tag: str
+    model_id: str = ""
+    reason: str = ""
+    time: float = 0.0
+
+
 class Champion(msgspec.Struct, frozen=True, kw_only=True):
     model_id: str
     generation: int = 0
@@ -127,9 +147,21 @@ class ModelRegistry(msgspec.Struct, frozen=True, kw_only=True):
     evaluations: dict[str, Evaluation] = {}
     champion_last_seq: int = 0
     last_seq: int = 0
+    refusals: tuple[Refusal, ...] = ()  # the latest KEEP_REFUSALS, oldest first
 
     def is_decided(self, model_id: str) -> bool:
         return model_id in self.decided
+
+
+def _refuse(s: ModelRegistry, e: Event, seq: int, model_id: str, why: str) -> ModelRegistry:
+    """``s`` unchanged but for the refusal noted (the champion stays the last valid one) and
+    the champion aggregate's last sequence, which the refused event still occupies."""
+    refusal = Refusal(seq=seq, tag=e.tag, model_id=model_id, reason=f"{e.tag} refused: {why}", time=e.time)
+    return msgspec.structs.replace(
+        s,
+        refusals=(*s.refusals, refusal)[-KEEP_REFUSALS:],
+        champion_last_seq=max(seq, s.champion_last_seq),
+    )
 
 
 def _path(promotions: tuple[Promotion, ...], tip: int) -> list[int]:
@@ -181,15 +213,34 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
 
     def apply_at(self, state: ModelRegistry, event: Event, seq: int) -> ModelRegistry:
         """The state after ``event``, which sits at sequence ``seq`` of the stream."""
-        method = getattr(self, "on_" + type(event).__name__, None)
+        method = self.handler(event)
         if method is None:
             return state
         new = method(state, event, seq)
         return msgspec.structs.replace(new, last_seq=max(seq, state.last_seq))
 
+    def note_subject(self, state: ModelRegistry, subject: str, seq: int) -> ModelRegistry:
+        """Whatever is stored on the champion aggregate moves ``champion_last_seq`` (the runner
+        calls this for every message, poison included): an expected-sequence append there is
+        checked against the stored sequence, not against what could be folded."""
+        if seq <= state.champion_last_seq or _CHAMPION_TOKEN not in subject:
+            return state
+        try:
+            aggregate = names.parse_subject(subject)[2]
+        except ValueError:
+            return state
+        if aggregate != names.AGG_CHAMPION:
+            return state
+        return msgspec.structs.replace(state, champion_last_seq=seq)
+
+    def refused_at(self, state: ModelRegistry, seq: int) -> str:
+        """Why the event folded at ``seq`` was refused ('' if it was not)."""
+        last = state.refusals[-1] if state.refusals else None
+        return last.reason if last is not None and last.seq == seq else ""
+
     # -- checkpoints and evaluations -----------------------------------------------------
 
-    def on_CheckpointSaved(self, s: ModelRegistry, e: ev.CheckpointSaved, seq: int) -> ModelRegistry:
+    def on_checkpoint_saved(self, s: ModelRegistry, e: ev.CheckpointSaved, seq: int) -> ModelRegistry:
         record = ModelRecord(
             model_id=e.model_id,
             generation=e.generation,
@@ -217,7 +268,7 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
             )
         return msgspec.structs.replace(s, models=models)
 
-    def on_MatchScheduled(self, s: ModelRegistry, e: ev.MatchScheduled, seq: int) -> ModelRegistry:
+    def on_match_scheduled(self, s: ModelRegistry, e: ev.MatchScheduled, seq: int) -> ModelRegistry:
         if e.purpose not in CANDIDATE_PURPOSES or e.candidate.kind != "model":
             return s
         model = e.candidate.model_id
@@ -235,7 +286,9 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
         record = s.models.get(model_id)
         return record.generation if record is not None else default
 
-    def on_CandidatePromoted(self, s: ModelRegistry, e: ev.CandidatePromoted, seq: int) -> ModelRegistry:
+    def on_candidate_promoted(self, s: ModelRegistry, e: ev.CandidatePromoted, seq: int) -> ModelRegistry:
+        if e.model_id not in s.models:
+            return _refuse(s, e, seq, e.model_id, f"promotes {e.model_id!r}, which has no checkpoint")
         generation = self._generation(s, e.model_id, e.generation)
         previous = e.previous_champion or (s.champion.model_id if s.champion else "")
         promotion = Promotion(
@@ -255,7 +308,9 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
             champion_last_seq=max(seq, s.champion_last_seq),
         )
 
-    def on_CandidateRejected(self, s: ModelRegistry, e: ev.CandidateRejected, seq: int) -> ModelRegistry:
+    def on_candidate_rejected(self, s: ModelRegistry, e: ev.CandidateRejected, seq: int) -> ModelRegistry:
+        if e.model_id not in s.models:
+            return _refuse(s, e, seq, e.model_id, f"rejects {e.model_id!r}, which has no checkpoint")
         rejection = Rejection(seq=seq, model_id=e.model_id, reason=e.reason, time=e.time)
         return msgspec.structs.replace(
             s,
@@ -264,25 +319,19 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
             champion_last_seq=max(seq, s.champion_last_seq),
         )
 
-    def on_ChampionRolledBack(self, s: ModelRegistry, e: ev.ChampionRolledBack, seq: int) -> ModelRegistry:
+    def on_champion_rolled_back(self, s: ModelRegistry, e: ev.ChampionRolledBack, seq: int) -> ModelRegistry:
         tip = next(
             (i for i in reversed(range(len(s.promotions))) if s.promotions[i].seq == e.to_promotion_seq), None
         )
-        if tip is None:  # an unknown target: the last effective promotion at or before it
-            tip = next(
-                (
-                    i
-                    for i in reversed(_path(s.promotions, s.tip))
-                    if s.promotions[i].seq <= e.to_promotion_seq
-                ),
-                -1,
-            )
+        if tip is None:
+            return _refuse(s, e, seq, e.model_id,
+                           f"rolls back to #{e.to_promotion_seq}, which is no promotion")
         line = set(_path(s.promotions, tip))
         promotions = tuple(
             msgspec.structs.replace(p, reverted=i not in line) if p.reverted != (i not in line) else p
             for i, p in enumerate(s.promotions)
         )
-        model = promotions[tip].model_id if tip >= 0 else e.model_id
+        model = promotions[tip].model_id
         effective = {promotions[i].model_id for i in line}
         reverted = {p.model_id for p in promotions if p.reverted} | set(e.reverted_models)
         rollback = Rollback(

@@ -137,7 +137,7 @@ class PoolProjection(BaseProjection[Pool]):
         return self.apply_at(state, event, 0)
 
     def apply_at(self, state: Pool, event: Event, seq: int) -> Pool:
-        method = getattr(self, "on_" + type(event).__name__, None)
+        method = self.handler(event)
         if method is None:
             return state
         new = method(state, event, seq)

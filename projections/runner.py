@@ -1,8 +1,16 @@
 """The projection runner: catch up (from a snapshot or the start), follow live, snapshot
 every N events, and rebuild any projection as of a sequence or a time.
 
-Undecodable and unknown events leave the state unchanged but advance the position; a fold
-that raises stops the runner with ``ProjectionError`` naming the sequence.
+Poison — a message that does not decode or is of a type this build does not know — leaves
+the state unchanged but advances the position, and is recorded once as ``event.rejected``
+(``streams.rejections``, shared with the handler shells) after the fold, counted in
+``skipped``. So is an event the projection refuses (its optional ``refused_at(state, seq)``
+says why: a decision naming a model that does not exist). A projection may also define
+``note_subject(state, subject, seq)``, called for every message, poison included, before it
+is folded: where a message is stored counts even when what it says cannot. Recording is
+best effort here (a runner may read on a connection that cannot append): a failed append is
+logged and left to the next reader. A fold that raises stops the runner with
+``ProjectionError`` naming the sequence.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from projections.base import Projection
-from streams import codec, names
-from streams.errors import DecodeError, ProjectionError
+from streams import names
+from streams.errors import ProjectionError
+from streams.events import EventRejected
 from streams.kv import get_value, put_value
+from streams.rejections import classify, rejected_event, rejections_of
 from streams.store import EventStore
 
 S = TypeVar("S")
@@ -48,7 +58,11 @@ class ProjectionRunner(Generic[S]):
         self.use_snapshots = use_snapshots
         self.state: S = projection.initial()
         self.position = 0
-        self.skipped = 0
+        self.skipped = 0  # poison messages met (not folded)
+        self.refused = 0  # events the projection refused
+        self._poison: list[EventRejected] = []  # to record after the fold
+        self._note_subject = getattr(projection, "note_subject", None)
+        self._refused_at = getattr(projection, "refused_at", None)
         self._since_snapshot = 0
         self._changed = asyncio.Condition()
         self._follow_sub: Any = None
@@ -64,13 +78,19 @@ class ProjectionRunner(Generic[S]):
 
     # -- folding ----------------------------------------------------------------------------
 
+    @property
+    def reader(self) -> str:
+        """How this runner signs the ``event.rejected`` it records."""
+        return f"projection:{self.projection.name}"
+
     def _handle(self, seq: int, subject: str, ts: float, data: bytes) -> None:
-        try:
-            event = codec.decode(data)
-        except DecodeError:
-            event = None
-        if event is None or isinstance(event, codec.UnknownEvent):
+        event, reason = classify(data)
+        if self._note_subject is not None:
+            self.state = self._note_subject(self.state, subject, seq)
+        if event is None:
             self.skipped += 1
+            self._poison.append(rejected_event(self.run, self.projection.stream, subject, seq, data,
+                                               reason, self.reader, ts))
         else:
             try:
                 apply_at = getattr(self.projection, "apply_at", None)
@@ -83,8 +103,26 @@ class ProjectionRunner(Generic[S]):
                     f"projection {self.projection.name}: fold failed at sequence {seq} "
                     f"({event.tag}): {exc.__class__.__name__}: {exc}"
                 ) from exc
+            why = self._refused_at(self.state, seq) if self._refused_at is not None else ""
+            if why:
+                self.refused += 1
+                self._poison.append(rejected_event(self.run, self.projection.stream, subject, seq,
+                                                   data, why, self.reader, ts))
         self.position = seq
         self._since_snapshot += 1
+
+    async def record_poison(self) -> None:
+        """Record what the fold met and could not use (once for the log, best effort)."""
+        if not self._poison:
+            return
+        pending, self._poison = self._poison, []
+        rejections = rejections_of(self.store, self.run)
+        for record in pending:
+            try:
+                await rejections.record(record)
+            except Exception as exc:  # noqa: BLE001 - recording must not stop the reader
+                log.warning("%s: could not record %s #%d as rejected: %s",
+                            self.reader, record.subject, record.seq, exc)
 
     async def load_snapshot(self) -> bool:
         data = await get_value(self.store.log, names.KV_SNAPSHOTS, self.snapshot_key)
@@ -122,6 +160,7 @@ class ProjectionRunner(Generic[S]):
             start_seq=self.position + 1,
             end_seq=until_seq,
         )
+        await self.record_poison()
         if self.use_snapshots and self._since_snapshot >= self.snapshot_every:
             await self.save_snapshot()
         return self.state
@@ -140,6 +179,7 @@ class ProjectionRunner(Generic[S]):
                 self._handle(seq, msg.subject, ts, msg.data)
             except ProjectionError as exc:
                 self._error = exc
+            await self.record_poison()
             async with self._changed:
                 self._changed.notify_all()
             if self.use_snapshots and self._since_snapshot >= self.snapshot_every:
@@ -202,6 +242,7 @@ async def state_as_of(
                            end_seq=seq)
     except _Reached:
         pass
+    await runner.record_poison()
     return runner.state, runner.position
 
 

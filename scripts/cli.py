@@ -1,10 +1,23 @@
-"""The ``jetzero`` command: one typer app of sub-apps, each in its own module."""
+"""The ``jetzero`` command: one typer app of sub-apps, each in its own module.
+
+``SUBAPPS`` is the explicit list of sub-apps; each module is imported here, so a sub-app that
+fails to import fails the command loudly instead of quietly going missing.
+"""
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from scripts import (
+    bench_cli,
+    events_cli,
+    loop_cli,
+    models_cli,
+    promotion_cli,
+    selfplay_cli,
+    server_cli,
+    stats,
+)
 
 app = typer.Typer(
     name="jetzero",
@@ -13,24 +26,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_SUBAPPS = {
-    "server": "scripts.server_cli",
-    "events": "scripts.events_cli",
-    "stats": "scripts.stats",
-    "selfplay": "scripts.selfplay_cli",
-    "bench": "scripts.bench_cli",
-    "loop": "scripts.loop_cli",
-    "promotion": "scripts.promotion_cli",
+SUBAPPS: dict[str, typer.Typer] = {
+    "server": server_cli.app,
+    "events": events_cli.app,
+    "stats": stats.app,
+    "selfplay": selfplay_cli.app,
+    "bench": bench_cli.app,
+    "loop": loop_cli.app,
+    "promotion": promotion_cli.app,
+    "models": models_cli.app,
 }
 
-for _name, _module in _SUBAPPS.items():
-    try:
-        _mod = importlib.import_module(_module)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _module:
-            raise
-        continue
-    app.add_typer(_mod.app, name=_name)
+for _name, _app in SUBAPPS.items():
+    app.add_typer(_app, name=_name)
 
 
 def main() -> None:

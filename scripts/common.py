@@ -1,11 +1,14 @@
-"""What every CLI command shares: reading the config's ``nats``/``run``, running async code
-on uvloop, and turning jetzero errors into one clear line and a non-zero exit.
+"""What every CLI command shares: the ``--config`` / ``--run`` options and the target they
+name (read with the one loop-config loader, so a bad file is refused the same way
+everywhere), running async code on uvloop, and turning jetzero errors into one clear line and
+a non-zero exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -14,13 +17,13 @@ from typing import Any, TypeVar
 import msgspec
 import typer
 import uvloop
-import yaml
 
-from streams.config import NatsSettings, convert_config
+from handlers.loop.config import DEFAULT_CONFIG_PATH, load_loop_config
+from streams.config import NatsSettings
 from streams.errors import ConfigError, JetzeroError
 
 T = TypeVar("T")
-DEFAULT_CONFIG = Path("config/unified_loop.yaml")
+DEFAULT_CONFIG = DEFAULT_CONFIG_PATH  # every command's --config default
 
 ConfigOption = typer.Option(
     DEFAULT_CONFIG, "--config", "-c", help="config file whose nats: and run: sections are used"
@@ -34,17 +37,13 @@ class Target(msgspec.Struct, frozen=True):
 
 
 def load_target(config: Path, run: str | None = None) -> Target:
-    """The ``nats:`` section and ``run`` name of a config file (defaults when it is absent)."""
-    data: dict[str, Any] = {}
-    if config.exists():
-        try:
-            data = yaml.safe_load(config.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{config}: not valid YAML: {exc}") from None
-    elif config != DEFAULT_CONFIG:
-        raise ConfigError(f"config file {config} does not exist")
-    nats = convert_config(data.get("nats", {}), NatsSettings, f"{config}: nats")
-    return Target(nats=nats, run=run or str(data.get("run", "main")))
+    """The ``nats:`` settings and run of a loop config file (``run`` overrides its ``run:``).
+
+    The whole file is decoded and checked, and ``run`` with it (``$.run``): a file that is
+    missing, empty or wrong anywhere is refused, never replaced by defaults.
+    """
+    cfg = load_loop_config(config, {"run": run} if run is not None else None)
+    return Target(nats=cfg.nats, run=cfg.run)
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -69,24 +68,33 @@ def guarded(fn: Callable[[], T], *, code: int = 1) -> T:
     raise AssertionError("unreachable")
 
 
-def parse_point(text: str) -> tuple[int | None, float | None]:
-    """``SEQ`` (digits) or a time (ISO 8601, or unix seconds with a dot) → (seq, time)."""
+def parse_point(text: str, param_hint: str | None = None) -> tuple[int | None, float | None]:
+    """``SEQ`` (digits) or a time (ISO 8601, or unix seconds with a dot) → (seq, time).
+
+    A time that is not a finite number of seconds since 1970 (``nan``, ``inf``, ``-5``) is
+    refused like any other bad value (``typer.BadParameter``, naming ``param_hint``).
+    """
     t = text.strip()
     if t.isdigit():
         return int(t), None
     try:
-        return None, float(t)
+        seconds = float(t)
     except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(t)
-    except ValueError:
+        try:
+            when = dt.datetime.fromisoformat(t)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{text!r} is neither a sequence number nor a time (ISO 8601 like 2026-11-24T10:00)",
+                param_hint=param_hint,
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = when.timestamp()
+    if not (math.isfinite(seconds) and seconds >= 0):
         raise typer.BadParameter(
-            f"{text!r} is neither a sequence number nor a time (ISO 8601 like 2026-11-24T10:00)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return None, when.timestamp()
+            f"{text!r}: not a sequence or a time after 1970", param_hint=param_hint
+        )
+    return None, seconds
 
 
 def fmt_time(ts: float) -> str:

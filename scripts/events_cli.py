@@ -20,6 +20,7 @@ from scripts.common import (
 )
 from streams import codec, names
 from streams.connection import connect
+from streams.errors import DecodeError
 from streams.store import EventStore, Stored
 
 app = typer.Typer(help="Read the log: tail, show, replay to a point, export, stats.",
@@ -64,6 +65,20 @@ async def _with_store(target, work):
         await log.close()
 
 
+async def last_matching(store: EventStore, stream: str, subject: str, count: int, end: int,
+                        window: int = 1000) -> list[Stored]:
+    """The last ``count`` events on ``subject`` up to sequence ``end``, searching back in
+    windows that double until enough are found or the stream's start is reached."""
+    found: list[Stored] = []
+    high = end
+    while count > 0 and high >= 1 and len(found) < count:
+        low = max(1, high - window + 1)
+        found = [item async for item in store.read(stream, subject_filter=subject, start_seq=low,
+                                                   end_seq=high)] + found
+        high, window = low - 1, window * 2
+    return found[-count:] if count > 0 else []
+
+
 @app.command()
 def tail(
     type: str = typer.Option(None, "--type", help="only this event type, e.g. loop.halted"),
@@ -74,6 +89,8 @@ def tail(
     config: Path = ConfigOption,
 ) -> None:
     """The last events (of a run, of a type), and new ones with --follow."""
+    if last < 0:
+        raise typer.BadParameter(f"must be 0 or more, got {last}", param_hint="-n")
     target = guarded(lambda: load_target(config, run))
     stream = _check_stream(stream)
     subject = names.tag_filter(stream, target.run, type) if type else names.run_filter(
@@ -81,11 +98,7 @@ def tail(
 
     async def work(store: EventStore) -> None:
         end = await store.last_seq(stream)
-        recent: list[Stored] = []
-        async for item in store.read(stream, subject_filter=subject,
-                                     start_seq=max(1, end - max(last, 1) * 50)):
-            recent = (recent + [item])[-last:] if last else []
-        for item in recent:
+        for item in await last_matching(store, stream, subject, last, end):
             typer.echo(_summary(item))
         if follow:
             async for item in store.read(stream, subject_filter=subject, start_seq=end + 1,
@@ -116,7 +129,8 @@ def replay(
     config: Path = ConfigOption,
 ) -> None:
     """A projection's state as of a sequence or a time (debug a run by replaying it)."""
-    from projections import PROJECTIONS
+    from handlers.loop.config import LoopConfig, load_loop_config
+    from projections import PROJECTIONS, build_projection
     from projections.runner import state_as_of
 
     if projection not in PROJECTIONS:
@@ -124,11 +138,14 @@ def replay(
             f"unknown projection {projection!r}; known: {', '.join(sorted(PROJECTIONS))}",
             param_hint="--projection",
         )
-    seq, when = parse_point(until) if until else (None, None)
+    seq, when = parse_point(until, "--until") if until else (None, None)
     target = guarded(lambda: load_target(config, run))
+    # the loop config gives the projections their settings (the curriculum its stages)
+    loop_config = guarded(lambda: load_loop_config(config) if config.exists() else LoopConfig())
 
     async def work(store: EventStore):
-        return await state_as_of(store, PROJECTIONS[projection](), target.run, seq=seq, time=when)
+        return await state_as_of(store, build_projection(projection, loop_config), target.run,
+                                 seq=seq, time=when)
 
     state, position = guarded(lambda: run_async(lambda: _with_store(target, work)))
     data = msgspec.to_builtins(state)
@@ -152,8 +169,8 @@ def export(
 ) -> None:
     """Every event in a range as JSON lines on stdout."""
     stream = _check_stream(stream)
-    start_seq, start_time = parse_point(start) if start else (1, None)
-    end_seq, end_time = parse_point(until) if until else (None, None)
+    start_seq, start_time = parse_point(start, "--from") if start else (1, None)
+    end_seq, end_time = parse_point(until, "--until") if until else (None, None)
     target = guarded(lambda: load_target(config))
 
     async def work(store: EventStore) -> None:
@@ -165,9 +182,22 @@ def export(
     guarded(lambda: run_async(lambda: _with_store(target, work)))
 
 
+UNDECODABLE = "(undecodable)"
+
+
+def decoded_type(data: bytes) -> str:
+    """What a stored message is, by its decoded type (never by the subject it came on):
+    its tag, ``unknown:<type>`` for a type this build does not know, or ``UNDECODABLE``."""
+    try:
+        event = codec.decode(data)
+    except DecodeError:
+        return UNDECODABLE
+    return f"unknown:{event.type}" if isinstance(event, codec.UnknownEvent) else event.tag
+
+
 @app.command()
 def stats(config: Path = ConfigOption) -> None:
-    """Counts per event type and the size of every stream."""
+    """Counts per event type (as decoded) and the size of every stream."""
     target = guarded(lambda: load_target(config))
 
     async def work(store: EventStore) -> None:
@@ -180,7 +210,7 @@ def stats(config: Path = ConfigOption) -> None:
             counts: dict[str, int] = {}
 
             def count(seq: int, subject: str, ts: float, data: bytes, counts=counts) -> None:
-                tag = subject.split(".", 4)[-1]
+                tag = decoded_type(data)
                 counts[tag] = counts.get(tag, 0) + 1
 
             await store.replay(stream, count)

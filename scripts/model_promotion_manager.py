@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scripts.common import DEFAULT_CONFIG  # noqa: E402
 from scripts.promotion_cli import app  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
                        ("history", "promotions, rejections and rollbacks with their figures"),
                        ("ratings", "the Elo ladder")):
         action.add_argument(f"--{flag}", action="store_true", help=text)
-    parser.add_argument("--config", "-c", default="config/unified_loop.yaml",
+    parser.add_argument("--config", "-c", default=str(DEFAULT_CONFIG),
                         help="the loop's config: nats, run, game, network")
     parser.add_argument("--promotion-config", default=None,
                         help="gates and match sizes (default: the loop config's promotion_config)")

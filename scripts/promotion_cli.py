@@ -1,7 +1,8 @@
 """``jetzero promotion ...``: judge a candidate checkpoint, evaluate as a daemon, roll back, and
 show the promotion history and the ratings ladder (``scripts/model_promotion_manager.py`` is
-the same code under the guide's flags). The work is ``handlers.promotion.manager``'s; this
-module parses flags and formats what it returns.
+the same code under the guide's flags). The work is ``handlers.promotion``'s (``judge``,
+``daemon``, ``manager`` for rollback, ``history``); this module parses flags and formats what
+they return.
 
 ``candidate`` exits 0 when the candidate is promoted, 1 when it is rejected, 2 when it is
 refused (corrupt, another game or architecture) or anything else goes wrong.
@@ -18,7 +19,7 @@ from typing import Any
 
 import typer
 
-from scripts.common import echo_json, fail, fmt_time, guarded, run_async
+from scripts.common import DEFAULT_CONFIG, echo_json, fail, fmt_time, guarded, run_async
 
 app = typer.Typer(help="Promotion: judge a candidate, evaluate continuously, roll back, history, ratings.",
                   no_args_is_help=True)
@@ -30,7 +31,7 @@ class Play(StrEnum):
     loop = "loop"
 
 
-ConfigOption = typer.Option(Path("config/unified_loop.yaml"), "--config", "-c",
+ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", "-c",
                             help="the loop's config: nats, run, game, network")
 PromotionOption = typer.Option(None, "--promotion-config",
                                help="gates and match sizes (default: the loop config's promotion_config)")
@@ -144,7 +145,7 @@ def candidate(
 ) -> None:
     """Import a checkpoint and judge it; exit 0 promoted, 1 rejected, 2 refused or error."""
     from engine.network import set_torch_threads
-    from handlers.promotion.manager import judge_candidate
+    from handlers.promotion.judge import judge_candidate
 
     loop_cfg, promo = _configs(config, promotion_config, {
         "elo_threshold": elo_threshold, "max_pairs": max_pairs, "simulations": simulations})
@@ -173,7 +174,7 @@ def daemon(
 ) -> None:
     """Evaluate every new checkpoint continuously (Ctrl-C stops); print each decision."""
     from engine.network import set_torch_threads
-    from handlers.promotion.manager import run_daemon
+    from handlers.promotion.daemon import run_daemon
 
     loop_cfg, promo = _configs(config, promotion_config, {
         "elo_threshold": elo_threshold, "max_pairs": max_pairs, "simulations": simulations})
@@ -199,7 +200,9 @@ def rollback(
     model: str | None = ModelOption,
     reason: str = ReasonOption,
 ) -> None:
-    """Roll the champion back (default: to the previous effective promotion)."""
+    """Roll the champion back (default: to the previous effective promotion).
+
+    Decided by the controller: the running loop's, or, with no loop running, run here."""
     from handlers.loop.control import open_store
     from handlers.promotion.manager import rollback_champion
 
@@ -219,10 +222,39 @@ def rollback(
 
 
 @app.command()
+def promote(
+    model_id: str = typer.Argument(..., help="the model to make champion (known, not yet decided)"),
+    config: Path = ConfigOption,
+    reason: str = ReasonOption,
+) -> None:
+    """Promote a model by hand, skipping its matches (decided by the controller, as rollback)."""
+    from handlers.loop.control import decide_command, effect_of, open_store
+    from handlers.loop.supervisor import who
+    from streams import commands as cmd
+    from streams import events as ev
+    from streams import names
+    from streams.errors import PromotionError
+
+    cfg = _loop_config(config)
+
+    async def work():
+        async with open_store(cfg.nats) as store:
+            command = cmd.PromoteModel.new(cfg.run, model_id=model_id, by=who(), reason=reason)
+            answer = await decide_command(store, command, timeout=30.0)
+            if isinstance(answer, ev.CommandRejected):
+                raise PromotionError(f"promotion refused: {answer.reason}")
+            return await effect_of(store, command, ev.CandidatePromoted, names.AGG_CHAMPION)
+
+    event, seq = guarded(lambda: run_async(work), code=2)
+    typer.echo(f"promoted {event.model_id} by hand in run {cfg.run}: it replaced "
+               f"{event.previous_champion or 'no champion'} (candidate.promoted #{seq})")
+
+
+@app.command()
 def history(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
     """Every promotion, rejection and rollback of the run, with their figures."""
     from handlers.loop.control import open_store
-    from handlers.promotion.manager import promotion_history
+    from handlers.promotion.history import promotion_history
 
     cfg = _loop_config(config)
 
@@ -241,7 +273,7 @@ def history(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
 def ratings(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
     """The Elo ladder of every model and reference player, with 95% intervals."""
     from handlers.loop.control import open_store
-    from handlers.promotion.manager import ratings_ladder
+    from handlers.promotion.history import ratings_ladder
 
     cfg = _loop_config(config)
 

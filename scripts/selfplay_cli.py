@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from scripts.common import guarded, run_async
+from scripts.common import DEFAULT_CONFIG, guarded, run_async
 
 app = typer.Typer(help="Selfplay: the champion plays itself; games go to the GAMES stream.")
 
@@ -16,7 +16,7 @@ app = typer.Typer(help="Selfplay: the champion plays itself; games go to the GAM
 def selfplay(
     games: int = typer.Option(None, "--games", "-n", min=1,
                               help="stop after N games (default: until Ctrl-C)"),
-    config: Path = typer.Option(Path("config/unified_loop.yaml"), "--config", "-c"),
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c"),
     index: int = typer.Option(0, "--index", help="worker index (seeds and names the worker)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -24,17 +24,12 @@ def selfplay(
     from handlers.loop.config import load_loop_config
     from handlers.loop.selfplay import play
     from handlers.runtime.service import run_service
-    from streams.server import EmbeddedServer
+    from streams.server import start_if_needed
 
     cfg = guarded(lambda: load_loop_config(config))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    temporary = None
-    if not cfg.nats.url:
-        server = EmbeddedServer(cfg.nats)
-        if not server.status().running:
-            temporary = server
-        guarded(lambda: server.start())
+    temporary = guarded(lambda: start_if_needed(cfg.nats))
     result = {}
 
     async def body(ctx):

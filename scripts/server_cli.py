@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from scripts.common import ConfigOption, guarded, load_target
-from streams.server import EmbeddedServer, ensure_server
+from streams.server import EmbeddedServer, ServerStatus, ensure_server, host_port, port_open
 
 app = typer.Typer(help="The embedded nats-server (started only when nats.url is not set).",
                   no_args_is_help=True)
@@ -34,15 +34,13 @@ def stop(config: Path = ConfigOption) -> None:
 
 @app.command()
 def status(config: Path = ConfigOption) -> None:
-    """Is the server up?"""
+    """Is the server up? One line; exit 1 when it is not running or does not answer."""
     target = guarded(lambda: load_target(config))
     if target.nats.url:
-        from streams.server import ServerStatus, host_port, port_open
-
         host, port = host_port(target.nats.url)
-        typer.echo(ServerStatus(port_open(host, port), target.nats.url, None, "", False).describe())
-        return
-    st = EmbeddedServer(target.nats).status()
+        st = ServerStatus(port_open(host, port), target.nats.url, None, "", False)
+    else:
+        st = EmbeddedServer(target.nats).status()
     typer.echo(st.describe())
     if not st.running:
         raise typer.Exit(1)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scripts.common import DEFAULT_CONFIG  # noqa: E402
 from scripts.loop_cli import app  # noqa: E402
 
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--reason", default="")
-    parser.add_argument("--config", "-c", default="config/unified_loop.yaml")
+    parser.add_argument("--config", "-c", default=str(DEFAULT_CONFIG))
     args = parser.parse_args(argv)
     command = next(f for f in ("start", "foreground", "status", "stop", "halt", "resume")
                    if getattr(args, f))

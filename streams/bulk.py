@@ -1,19 +1,21 @@
-"""Bulk replay and bulk append over a lean second connection that speaks the NATS protocol.
+"""Bulk replay over a lean second connection that speaks the NATS protocol.
 
 nats-py spends more per message (a message object, header parsing, a queue, a coroutine)
-than jetzero spends decoding and folding a 2 KB event. For bulk work ``EventStore`` opens one
-extra plain connection and cuts frames straight out of the socket:
+than jetzero spends decoding and folding a 2 KB event. For replay (every projection's catch
+up) ``EventStore`` opens one extra plain connection, logged in as the main connection is
+(user and password: the embedded server's credentials), and cuts frames straight out of the
+socket: an ephemeral push consumer (no acks, flow control, heartbeats) delivers to an inbox;
+each delivery goes to ``handle(seq, subject, time, data)`` from ``data_received``. TCP
+back-pressure and the consumer's flow control bound memory.
 
-- ``replay``: an ephemeral push consumer (no acks, flow control, heartbeats) delivers to an
-  inbox; each delivery goes to ``handle(seq, subject, time, data)`` from ``data_received``.
-  TCP back-pressure and the consumer's flow control bound memory.
-- ``publish``: pre-built ``HPUB`` frames with ``Nats-Msg-Id``, written in batches, up to
-  ``window`` unacknowledged; one reply subject per message tells which one an ack is for.
+``Unavailable``: this connection cannot be used (TLS, nkey/JWT or token auth, refused); the
+caller goes through nats-py. ``Interrupted``: the connection dropped, stalled or skipped a
+delivery; a replay resumes after ``last``. ``HandleFailed``: ``handle`` raised; its
+exception is in ``error``.
 
-``Unavailable``: this connection cannot be used (TLS, nkey/JWT auth, refused); the caller
-goes through nats-py. ``Interrupted``: the connection dropped, stalled or skipped a delivery;
-a replay resumes after ``last``, an append resends what is unacknowledged. ``HandleFailed``:
-``handle`` raised; its exception is in ``error``.
+(Bulk append used to have a lean path too; the loop's appends are batches of at most a
+few dozen games, where a second connection costs more than it saves, so it was removed:
+``EventStore.append_many`` pipelines over nats-py.)
 """
 
 from __future__ import annotations
@@ -22,19 +24,14 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
-import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
-
-from streams import names
 
 _CRLF, _LF = b"\r\n", b"\n"
 _H, _M, _SPACE = ord("H"), ord("M"), ord(" ")
 _STALLED = b"Nats-Consumer-Stalled:"
-_WRITE_BATCH = 256 * 1024  # bytes of frames gathered before one write
 # A delivery with headers and a 9-token reply: subject, seq, dseq, ns, pending, sizes.
 _DELIVERY = re.compile(
     rb"HMSG ([^ ]+) [^ ]+ \$JS\.ACK\.[^. ]+\.[^. ]+\.\d+\.(\d+)\.(\d+)\.(\d+)\.(\d+) (\d+) (\d+)\r\n"
@@ -75,26 +72,12 @@ class _Connection(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._need = 0  # bytes the frame at the head of _chunks needs
-        self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(Interrupted(f"bulk connection lost: {exc or 'closed'}", self.last))
-        self.resume_writing()
-
-    def pause_writing(self) -> None:
-        self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-        self._writable = None
-
-    async def writable(self) -> None:
-        if self._writable is not None:
-            await self._writable
 
     def _fail(self, exc: BaseException) -> None:
         for waiter in (self.info, self.pong, self.finished):
@@ -262,75 +245,14 @@ class _Deliveries(_Connection):
             self.transport.write(b"PUB " + stalled + b" 0\r\n\r\n")
 
 
-class _PubAck(msgspec.Struct):
-    seq: int = 0
-    error: dict | None = None
-
-
-_pub_ack = msgspec.json.Decoder(_PubAck)
-
-
-class _Acks(_Connection):
-    """Acknowledgements of pipelined publishes; reply subjects are ``<inbox>.<index>``."""
-
-    def __init__(self, inbox: bytes, seqs: list[int], errors: list[tuple[int, str]], window: int):
-        super().__init__()
-        self.skip = len(inbox) + 1
-        self.seqs = seqs
-        self.errors = errors
-        self.window = window
-        self.in_flight = 0
-        self.remaining = seqs.count(0)
-        self.room: asyncio.Future[None] | None = None
-
-    def _settle(self, index: int, seq: int, error: str | None) -> None:
-        if self.seqs[index] != 0:
-            return  # a late ack of a resent message
-        if error is not None:
-            self.errors.append((index, error))
-            seq = -1
-        self.seqs[index] = seq
-        self.remaining -= 1
-        self.in_flight -= 1
-        room = self.room
-        if room is not None and self.in_flight <= self.window * 3 // 4 and not room.done():
-            room.set_result(None)
-        if self.remaining == 0:
-            self._finish()
-
-    def _message(self, subject: bytes, reply: bytes, body: bytes) -> None:
-        ack = _pub_ack.decode(body)
-        error = None if ack.error is None else str(ack.error.get("description", ack.error))
-        self._settle(int(subject[self.skip :]), ack.seq, error)
-
-    def _status(self, subject: bytes, header: bytes, reply: bytes) -> None:
-        status = header[9 : header.find(_CRLF)].decode(errors="replace")
-        reason = "no stream takes this subject" if status.startswith("503") else status
-        self._settle(int(subject[self.skip :]), 0, reason)
-
-    async def wait_for_room(self) -> None:
-        while self.in_flight >= self.window and not self.finished.done():
-            self.room = asyncio.get_running_loop().create_future()
-            waiters: list[asyncio.Future[Any]] = [self.room, self.finished]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            self.room = None
-
-
 def _connect_options(nc: Client) -> dict:
+    """The CONNECT of the lean connection: ``nc``'s user and password, if it has them."""
     options: dict = {"verbose": False, "pedantic": False, "headers": True,
                      "no_responders": True, "protocol": 1, "lang": "python-jetzero-bulk",
                      "version": "1", "name": "jetzero-bulk"}
-    user, password, token = (nc.options.get(k) for k in ("user", "password", "token"))
-    url = nc.connected_url
+    user, password = nc.options.get("user"), nc.options.get("password")
     if isinstance(user, str) and isinstance(password, str):
         options["user"], options["pass"] = user, password
-    elif isinstance(token, str):
-        options["auth_token"] = token
-    elif url is not None and url.username:
-        if url.password is None:
-            options["auth_token"] = url.username
-        else:
-            options["user"], options["pass"] = url.username, url.password
     return options
 
 
@@ -361,7 +283,7 @@ async def _open(nc: Client, protocol: _Connection, subscribe: str, timeout: floa
     except BaseException:
         transport.close()
         raise
-    return transport, int(info.get("max_payload", 1024 * 1024))
+    return transport
 
 
 async def replay(
@@ -382,7 +304,7 @@ async def replay(
     idle_timeout = 3 * heartbeat
     inbox = nc.new_inbox()
     protocol = _Deliveries(handle, end)
-    transport, _ = await _open(nc, protocol, inbox, timeout)
+    transport = await _open(nc, protocol, inbox, timeout)
     config.deliver_subject = inbox
     config.ack_policy = api.AckPolicy.NONE
     config.max_deliver = 1
@@ -412,64 +334,3 @@ async def replay(
                 await js.delete_consumer(stream, consumer)
             except Exception:  # noqa: BLE001 - it expires on its own once the inbox is gone
                 pass
-
-
-async def publish(
-    nc: Client,
-    messages: Sequence[tuple[str, bytes, str]],
-    seqs: list[int],
-    errors: list[tuple[int, str]],
-    *,
-    window: int = 4000,
-    timeout: float = 30.0,
-    attempts: int = 3,
-) -> None:
-    """Publish ``(subject, payload, msg id)`` messages whose ``seqs`` entry is 0, in order,
-    and fill in their stream sequences (-1 and an ``errors`` entry when refused). An entry
-    still 0 on return was not acknowledged after ``attempts`` rounds; resending is safe."""
-    inbox = nc.new_inbox().encode()
-    protocol = _Acks(inbox, seqs, errors, window)
-    if protocol.remaining == 0:
-        return
-    transport, max_payload = await _open(nc, protocol, inbox.decode() + ".*", timeout)
-    hdr_msg_id = b"NATS/1.0\r\n" + names.HDR_MSG_ID.encode() + b": "
-    try:
-        for _ in range(attempts):
-            out = bytearray()
-            for index, (subject, payload, msg_id) in enumerate(messages):
-                if seqs[index] != 0:
-                    continue
-                header = hdr_msg_id + msg_id.encode() + b"\r\n\r\n"
-                if len(header) + len(payload) > max_payload:
-                    protocol.in_flight += 1
-                    protocol._settle(index, 0, f"{len(payload)} bytes exceed the server's "
-                                                f"max_payload {max_payload}")
-                    continue
-                if protocol.in_flight >= window:
-                    transport.write(out)
-                    out = bytearray()
-                    await protocol.wait_for_room()
-                    if protocol.finished.done():
-                        protocol.finished.result()  # raises Interrupted if the link broke
-                out += b"HPUB %s %s.%d %d %d\r\n" % (
-                    subject.encode(), inbox, index, len(header), len(header) + len(payload)
-                )
-                out += header
-                out += payload
-                out += _CRLF
-                protocol.in_flight += 1
-                if len(out) >= _WRITE_BATCH:
-                    transport.write(out)
-                    out = bytearray()
-                    await protocol.writable()
-            if out:
-                transport.write(out)
-            if protocol.remaining == 0:
-                return
-            done, _ = await asyncio.wait([protocol.finished], timeout=timeout)
-            if done:
-                protocol.finished.result()  # raises Interrupted if the link broke
-                return
-            protocol.in_flight = 0  # resend what is unacknowledged; ids deduplicate
-    finally:
-        transport.close()

@@ -67,10 +67,6 @@ def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
-def stream_of(event: Event | type[Event]) -> str:
-    return event.STREAM
-
-
 def subject_of(event: Event) -> str:
     return names.subject(event.STREAM, event.run, event.aggregate(), event.tag)
 

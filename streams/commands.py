@@ -2,6 +2,14 @@
 
 A command is a request: the controller checks it against the projections and answers with
 ``command.accepted`` or ``command.rejected`` (same correlation id), plus the events it causes.
+A command carries what its sender saw where its meaning depends on it: a resume names the
+halt it resumes, a rollback "back one step" the champion decision it steps back from; if the
+log has moved on by the time the controller decides, the command is refused, not applied to
+a state nobody asked about.
+
+Starting is not a command (``jetzero loop start`` launches the supervisor, which records
+``loop.started``), nor is halting (``loop.halted`` is appended directly, so that it works
+with the controller down).
 """
 
 from __future__ import annotations
@@ -26,20 +34,12 @@ class Command(Event, frozen=True, kw_only=True):
         return self.tag.removeprefix("command.")
 
 
-class StartLoop(Command, frozen=True, kw_only=True, tag="command.start"):
-    pass
-
-
 class StopLoop(Command, frozen=True, kw_only=True, tag="command.stop"):
     pass
 
 
-class HaltLoop(Command, frozen=True, kw_only=True, tag="command.halt"):
-    pass
-
-
 class ResumeLoop(Command, frozen=True, kw_only=True, tag="command.resume"):
-    pass
+    halt_seq: int = 0  # the EVENTS sequence of the loop.halted this resume lifts (the latest seen)
 
 
 class PromoteModel(Command, frozen=True, kw_only=True, tag="command.promote"):
@@ -49,6 +49,9 @@ class PromoteModel(Command, frozen=True, kw_only=True, tag="command.promote"):
 class RollbackChampion(Command, frozen=True, kw_only=True, tag="command.rollback"):
     to_promotion_seq: int = 0
     model_id: str = ""
+    # the champion aggregate's last sequence its sender saw: a rollback that names no target
+    # ("back one step") is refused if another decision landed since (0: not checked)
+    champion_seq: int = 0
 
 
-AnyCommand = StartLoop | StopLoop | HaltLoop | ResumeLoop | PromoteModel | RollbackChampion
+AnyCommand = StopLoop | ResumeLoop | PromoteModel | RollbackChampion

@@ -1,12 +1,15 @@
 """Typed config: frozen msgspec Structs decoded from YAML, errors naming the field's path.
 
-``NatsSettings`` (the ``nats:`` section every config file shares) lives here because the
-log layer needs it; each surface defines its own Struct around it and loads it with
-:func:`load_config`. Unknown keys and wrong values are refused with ``ConfigError``.
+``NatsSettings`` (the loop config's ``nats:`` section, the one home of how to reach the
+log) lives here because the log layer needs it; each surface defines its own Struct and
+loads it with :func:`load_config` (the one loader: every config file is read through it).
+Unknown keys, wrong values, empty files and files that are not a mapping are refused with
+``ConfigError``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +42,10 @@ class NatsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     replicas: int = 1
     heartbeat_ttl_s: float = 15.0
     lock_ttl_s: float = 30.0
+    # Logging in to a ``url`` server: a jetzero credentials file (JSON, owner-only; see
+    # streams/auth.py). The embedded server keeps its own in data_dir. Secrets stay out of the
+    # config, and so out of the log that records it.
+    credentials: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -63,20 +70,51 @@ def convert_config(data: Any, kind: type[T], source: str = "config") -> T:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def load_config(path: str | Path, kind: type[T], overrides: dict[str, Any] | None = None) -> T:
-    """Read a YAML file into ``kind``; ``overrides`` are dotted keys (``nats.port``) set on top."""
+def read_document(path: str | Path) -> tuple[dict[str, Any], str]:
+    """A config file's top-level mapping and the sha256 of its bytes.
+
+    Refused with one ``ConfigError`` line: a missing or unreadable file, one that is not
+    UTF-8 text or not valid YAML, an empty one (no silent fall-back to every default), and
+    one whose top level is not a mapping.
+    """
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (not UTF-8)") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        raise ConfigError(f"{p}: the file is empty (write the keys you mean; the shipped file shows "
+                          "every key)")
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping")
+        raise ConfigError(f"{p}: the top level must be a mapping of keys, not a {type(data).__name__}")
+    return data, hashlib.sha256(raw).hexdigest()
+
+
+def load_config(path: str | Path, kind: type[T], overrides: dict[str, Any] | None = None) -> T:
+    """Read a YAML file into ``kind``; ``overrides`` are dotted keys (``nats.port``) set on top."""
+    return load_config_with_digest(path, kind, overrides)[0]
+
+
+def load_config_with_digest(
+    path: str | Path, kind: type[T], overrides: dict[str, Any] | None = None
+) -> tuple[T, str]:
+    """:func:`load_config` and the sha256 of the file's bytes (what ``loop.started`` records)."""
+    data, digest = read_document(path)
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
-    return convert_config(data, kind, str(p))
+    return convert_config(data, kind, str(path)), digest
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -87,8 +125,3 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"cannot set {dotted}: {key} is not a mapping")
     node[leaf] = value
-
-
-def to_plain(config: Any) -> dict[str, Any]:
-    """The config as plain builtins (for recording in ``loop.started``)."""
-    return msgspec.to_builtins(config)

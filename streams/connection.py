@@ -1,7 +1,9 @@
 """Connecting to the log: one ``Log`` holds the NATS connection and its JetStream context.
 
 Long-lived processes reconnect forever (nats-py's default gives up after about two minutes
-of outage); short-lived CLI calls fail fast with ``ServerUnreachable``.
+of outage); short-lived CLI calls fail fast with ``ServerUnreachable``. Every client logs in
+with the credentials ``streams.auth.client_login`` finds; a server that refuses them is
+``NotAuthorized`` at once (nats-py would retry a refused login forever).
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from streams import auth
 from streams.config import NatsSettings
 from streams.definitions import ensure_all
-from streams.errors import ServerUnreachable
+from streams.errors import NotAuthorized, ServerUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +63,53 @@ async def connect(
 ) -> Log:
     """Connect to ``settings.client_url``; with ``ensure`` create/update streams and buckets."""
     url = settings.client_url
+    user, password = auth.client_login(settings)
     holder: list[Log] = []
+    refused = asyncio.get_running_loop().create_future()
+
+    async def on_error(exc: Exception) -> None:
+        if "authorization violation" in str(exc).lower() and not refused.done():
+            refused.set_result(str(exc))
+        await (_error_cb if long_lived and holder else _quiet_error_cb)(exc)
 
     async def disconnected() -> None:
         if not (holder and holder[0].closing):
             log.warning("nats: disconnected from %s; reconnecting", url)
 
+    nc = Client()
+    connecting = asyncio.ensure_future(nc.connect(
+        servers=url.split(","),
+        name=name,
+        user=user,
+        password=password,
+        connect_timeout=2,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1 if long_lived else 2,
+        reconnect_time_wait=0.5 if long_lived else 0.2,  # type: ignore[arg-type] # seconds
+        ping_interval=10,
+        max_outstanding_pings=3,
+        error_cb=on_error,
+        disconnected_cb=disconnected if long_lived else None,
+        reconnected_cb=_reconnected_cb if long_lived else None,
+        pending_size=64 * 1024 * 1024,
+    ))
     try:
-        nc = await nats.connect(
-            servers=url.split(","),
-            name=name,
-            connect_timeout=2,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1 if long_lived else 2,
-            reconnect_time_wait=0.5 if long_lived else 0.2,
-            ping_interval=10,
-            max_outstanding_pings=3,
-            error_cb=_error_cb if long_lived else _quiet_error_cb,
-            disconnected_cb=disconnected if long_lived else None,
-            reconnected_cb=_reconnected_cb if long_lived else None,
-            pending_size=64 * 1024 * 1024,
+        await asyncio.wait([connecting, refused], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled: take the connection attempt down with us
+        connecting.cancel()
+        raise
+    if refused.done() and not (connecting.done() and connecting.exception() is None):
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        await nc.close()
+        where = auth.client_file(settings)
+        raise NotAuthorized(
+            f"the server at {url} refused this client's login "
+            + (f"as {user} (credentials {where})" if user else
+               f"without credentials ({'none at ' + str(where) if where else 'set nats.credentials'})")
         )
+    try:
+        connecting.result()
     except Exception as exc:  # nats raises several unrelated types for "nobody there"
         raise ServerUnreachable(
             f"no NATS server answers at {url}: {exc.__class__.__name__}"

@@ -68,6 +68,36 @@ class DurableConsumer:
         except APIError as exc:
             raise StoreError(f"consumer {self.durable} on {self.stream}: {exc.description}") from None
 
+    async def open_from(self, start_seq: int, *, ack_wait: float = 30.0, max_ack_pending: int = 1000) -> None:
+        """Open the consumer so that it delivers in order from stream sequence ``start_seq``.
+
+        The durable is made again from there: what an earlier (killed) process held unacked
+        comes back now and in order, not after its ack wait and behind newer messages, where
+        a handler that remembers "done up to N" would skip it as already done.
+        """
+        try:
+            await self.log.js.delete_consumer(self.stream, self.durable)
+        except NotFoundError:
+            pass
+        except APIError as exc:
+            raise StoreError(f"consumer {self.durable} on {self.stream}: {exc.description}") from None
+        config = api.ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=-1,
+            max_ack_pending=max_ack_pending,
+            filter_subject=self.subject_filter,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(1, start_seq),
+        )
+        try:
+            self._sub = await self.log.js.pull_subscribe(
+                self.subject_filter, durable=self.durable, stream=self.stream, config=config
+            )
+        except APIError as exc:
+            raise StoreError(f"consumer {self.durable} on {self.stream}: {exc.description}") from None
+
     async def fetch(self, batch: int = 64, timeout: float = 1.0) -> list[Delivery]:
         """Up to ``batch`` messages; an empty list when none arrive within ``timeout``."""
         try:

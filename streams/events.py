@@ -23,8 +23,15 @@ class _Loop(Event, frozen=True, kw_only=True):
 
 
 class LoopStarted(_Loop, frozen=True, kw_only=True, tag="loop.started"):
-    config: dict[str, Any] = {}
+    """A start, with the config in force: every process of this start runs on what it records."""
+
+    config: dict[str, Any] = {}  # the loop config, whole
     host: str = ""
+    promotion: dict[str, Any] = {}  # the promotion config, whole
+    config_path: str = ""
+    config_sha256: str = ""  # sha256 of the loop config file's bytes
+    promotion_path: str = ""
+    promotion_sha256: str = ""
 
 
 class LoopHalted(_Loop, frozen=True, kw_only=True, tag="loop.halted"):

@@ -2,13 +2,18 @@
 
 All are caches or coordination, never the authority: snapshots and positions can be lost
 and rebuilt from the log. A lease is ``create`` with the bucket TTL to take it,
-``update(last=revision)`` to renew, ``delete(last=revision)`` to release.
+``update(last=revision)`` to renew, ``delete(last=revision)`` to release. A lease whose
+holder is known dead (``owner_gone``: a process of this host that no longer runs) is taken
+over at once instead of after the TTL.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -22,6 +27,7 @@ from nats.js.errors import (
 from streams import names
 from streams.connection import Log
 from streams.errors import LockHeld
+from streams.server import pid_alive
 
 
 async def _get(log: Log, bucket: str, key: str) -> tuple[bytes, int] | None:
@@ -87,18 +93,43 @@ class Lease:
             pass
 
 
-async def acquire_lease(log: Log, run: str, name: str, owner: str) -> Lease:
-    """Take the lease ``name`` for ``owner`` or raise ``LockHeld`` naming the holder."""
+async def acquire_lease(
+    log: Log, run: str, name: str, owner: str, *, stale: Callable[[str], bool] | None = None
+) -> Lease:
+    """Take the lease ``name`` for ``owner`` or raise ``LockHeld`` naming the holder.
+
+    ``stale(holder)`` true: the holder is known dead; its entry (that revision only) is
+    deleted and the lease taken.
+    """
     kv = await log.js.key_value(names.KV_LOCKS)
     key = names.lock_key(run, name)
     try:
         revision = await kv.create(key, owner.encode())
     except KeyWrongLastSequenceError:
-        holder = await get_value(log, names.KV_LOCKS, key)
-        raise LockHeld(
-            f"lease {key} is held by {holder.decode() if holder else 'someone'}"
-        ) from None
+        held = await _get(log, names.KV_LOCKS, key)
+        holder = held[0].decode(errors="replace") if held else "someone"
+        if held is None or stale is None or not stale(holder):
+            raise LockHeld(f"lease {key} is held by {holder}") from None
+        try:
+            await kv.delete(key, last=held[1])
+            revision = await kv.create(key, owner.encode())
+        except KeyWrongLastSequenceError:
+            raise LockHeld(f"lease {key} was taken over from {holder} by another") from None
     return Lease(log, key, owner, int(revision))
+
+
+def process_owner(who: str) -> str:
+    """A lease owner naming this process: ``"<who> pid <pid> on <host>"``."""
+    return f"{who} pid {os.getpid()} on {socket.gethostname()}"
+
+
+_OWNER = re.compile(r" pid (\d+) on (\S+)$")
+
+
+def owner_gone(owner: str) -> bool:
+    """True if ``owner`` (from ``process_owner``) is a process of this host that has ended."""
+    m = _OWNER.search(owner)
+    return m is not None and m[2] == socket.gethostname() and not pid_alive(int(m[1]))
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):

@@ -123,7 +123,3 @@ def shard_object(run: str, shard_id: str) -> str:
 
 def command_subject(run: str, command: str) -> str:
     return subject(COMMANDS, run, AGG_COMMANDS, f"command.{token(command)}")
-
-
-def work_subject(run: str, kind: str, unit: str) -> str:
-    return subject(WORK, run, kind, f"work.{token(unit)}")

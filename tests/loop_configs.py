@@ -8,13 +8,24 @@ from typing import Any
 import yaml
 
 from handlers.loop.config import LoopConfig, load_loop_config
+from streams import auth
+from streams.config import NatsSettings
 
 
-def tiny_loop_dict(nats_url: str, tmp: Path, run: str = "t1", **overrides: Any) -> dict[str, Any]:
+def nats_section(server: str | NatsSettings) -> dict[str, Any]:
+    """The ``nats:`` section of a config that uses the test server (logging in with its
+    credentials); a plain URL gives a section without credentials."""
+    if isinstance(server, str):
+        return {"url": server}
+    return {"url": server.client_url, "credentials": str(auth.client_file(server))}
+
+
+def tiny_loop_dict(nats_url: str | NatsSettings, tmp: Path, run: str = "t1",
+                   **overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "run": run,
         "game": {"name": "tictactoe"},
-        "nats": {"url": nats_url},
+        "nats": nats_section(nats_url),
         "network": {"blocks": 1, "channels": 16, "value_hidden": 16},
         "selfplay": {"workers": 1, "games_in_flight": 16, "torch_threads": 1},
         "curriculum": [{"name": "main", "simulations": 16, "temperature_moves": 3}],
@@ -22,7 +33,7 @@ def tiny_loop_dict(nats_url: str, tmp: Path, run: str = "t1", **overrides: Any) 
         "training": {"threshold_positions": 300, "window": "fixed", "window_positions": 5000,
                      "torch_threads": 1,
                      "train": {"steps": 60, "batch_size": 32, "lr": 0.02}},
-        "evaluation": {"workers": 1, "simulations": 8, "torch_threads": 1},
+        "evaluation": {"workers": 1, "torch_threads": 1},
         "health": {"interval_s": 0.5, "min_free_disk_gb": 0.0},
         "supervisor": {"log_dir": str(tmp / "logs"), "restart_backoff_s": 0.2},
     }
@@ -31,7 +42,8 @@ def tiny_loop_dict(nats_url: str, tmp: Path, run: str = "t1", **overrides: Any) 
     return data
 
 
-def write_tiny_loop(nats_url: str, tmp: Path, run: str = "t1", **overrides: Any) -> tuple[Path, LoopConfig]:
+def write_tiny_loop(nats_url: str | NatsSettings, tmp: Path, run: str = "t1",
+                    **overrides: Any) -> tuple[Path, LoopConfig]:
     path = tmp / f"{run}.yaml"
     path.write_text(yaml.safe_dump(tiny_loop_dict(nats_url, tmp, run, **overrides)))
     return path, load_loop_config(path)

@@ -2,6 +2,6 @@
 and worker of the loop (controller, selfplay, sync, trainer, health, metrics, status)."""
 
 __all__ = [
-    "config", "control", "controller", "health", "metrics", "process", "selfplay", "status",
-    "supervisor", "sync", "trainer", "training_plan",
+    "checkpoints", "config", "control", "controller", "figures", "health", "metrics", "process",
+    "selfplay", "status", "supervisor", "sync", "trainer", "training_plan",
 ]

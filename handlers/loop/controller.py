@@ -6,9 +6,17 @@ rollback is an ``Emit`` expecting the champion aggregate's last sequence, so it 
 overtake a decision it has not seen. ``plan_rollback`` (the checks of a rollback target) is
 shared with the promotion manager's ``--rollback``.
 
+- stop: the loop is running.
+- resume: the loop is halted, and by the halt the command names (``halt_seq``): a halt
+  recorded after the resume was asked for (a second operator's) wins, the resume is refused.
 - promote: the model is known and undecided (neither promoted nor rejected before).
 - rollback: the target is an effective earlier promotion (on the champion's line, before the
-  champion's own); by default the previous one.
+  champion's own); by default the previous one, and then only if no champion decision landed
+  after the one its sender saw (``champion_seq``).
+
+This is the one place these actions are decided: the CLI sends the command to the running
+controller, or, with no loop running, runs this same controller in its own process
+(``handlers.loop.control.decide_command``).
 """
 
 from __future__ import annotations
@@ -103,22 +111,19 @@ def decide(status: LoopStatus, command: Event, registry: ModelRegistry | None = 
 
     who = {"by": command.by or "cli", "reason": command.reason}
     match command:
-        case cmd.HaltLoop():
-            if status.halted:
-                return reject(f"already halted by {status.halted_by or 'someone'}: {status.halt_reason}")
-            return accept(ev.LoopHalted.new(run, cause=command, **who))
         case cmd.ResumeLoop():
             if not status.halted:
                 return reject(f"not halted (loop is {status.state})")
-            return accept(ev.LoopResumed.new(run, cause=command, **who))
+            if command.halt_seq != status.halt_seq:
+                return reject(f"halted again since: loop.halted #{status.halt_seq} by "
+                              f"{status.halted_by or 'someone'} ({status.halt_reason or 'no reason'}) "
+                              f"came after the halt this resume names (#{command.halt_seq}); "
+                              f"resume again if that halt should end too")
+            return accept(ev.LoopResumed.new(run, cause=command, **who), f"halt #{status.halt_seq} lifted")
         case cmd.StopLoop():
             if status.state in ("stopped", "stopping", "never started"):
                 return reject(f"loop is {status.state}")
             return accept(ev.LoopStopRequested.new(run, cause=command, **who))
-        case cmd.StartLoop():
-            if status.state == "running":
-                return reject("loop is already running")
-            return accept(None, "the supervisor starts the loop")
         case cmd.PromoteModel():
             if registry is None:
                 return reject("the controller has no model registry")
@@ -129,6 +134,10 @@ def decide(status: LoopStatus, command: Event, registry: ModelRegistry | None = 
         case cmd.RollbackChampion():
             if registry is None:
                 return reject("the controller has no model registry")
+            stepping_back = not (command.to_promotion_seq or command.model_id)
+            if stepping_back and command.champion_seq and command.champion_seq != registry.champion_last_seq:
+                return reject("the champion changed while it was planned (a decision after "
+                              f"#{command.champion_seq}); check the history and try again")
             plan = plan_rollback(registry, to_seq=command.to_promotion_seq, model_id=command.model_id)
             if isinstance(plan, str):
                 return reject(plan)

@@ -39,18 +39,18 @@ from typing import Any, NamedTuple
 import msgspec
 
 from handlers.loop.config import HealthSection, LoopConfig
+from handlers.loop.figures import latest_checkpoint
 from handlers.loop.metrics import (
-    GameTally,
     LiveReadings,
     MetricsServer,
     MetricsSources,
     build_registry,
     follow_projections,
-    latest_checkpoint,
     read_live,
 )
 from projections.journal import Note
 from projections.loop_status import LoopStatus
+from projections.tally import GameTally
 from streams import events as ev
 from streams import names
 from streams.envelope import derived_id
@@ -153,8 +153,8 @@ def check_rejections(i: HealthInputs, cfg: HealthSection) -> list[Failure]:
     if i.rejected_events > cfg.max_rejections:
         out.append(Failure(check="rejected_events", severity=WARNING,
                            value=float(i.rejected_events), threshold=float(cfg.max_rejections),
-                           detail=f"{i.rejected_events} undecodable inputs recorded "
-                                  f"(event.rejected) in this run"))
+                           detail=f"{i.rejected_events} poison inputs (undecodable, unknown, refused) "
+                                  f"recorded (event.rejected) in this run"))
     if i.consecutive_rejections > cfg.max_candidate_rejections:
         out.append(Failure(check="candidate_rejections", severity=WARNING,
                            value=float(i.consecutive_rejections),
@@ -343,7 +343,7 @@ class HealthService:
         self.ticks = 0
 
     async def start(self) -> None:
-        self.runners = await follow_projections(self.ctx.store, self.ctx.run)
+        self.runners = await follow_projections(self.ctx.store, self.config)
         self.sources = MetricsSources(self.ctx.run, {"loop_status": self.ctx.status, **self.runners})
         self.sources.live = await read_live(self.ctx.log, self.ctx.run, self.config.nats.data_dir)
         self.server = MetricsServer(build_registry(self.sources))

@@ -25,9 +25,11 @@ from engine.checkpoint import load_checkpoint
 from engine.games import get_game
 from engine.network import NetworkEvaluator, set_torch_threads
 from engine.selfplay import GameRecord, SelfplayDriver
+from handlers.loop.checkpoints import create_initial_model
 from handlers.loop.config import LoopConfig
-from handlers.loop.trainer import create_initial_model
-from projections.curriculum import CurriculumProjection, selfplay_settings_for, stage_index_for
+from projections import build_projection
+from projections.curriculum import selfplay_settings_for
+from projections.loop_status import LoopStatus
 from projections.models import ModelRegistryProjection
 from projections.runner import ProjectionRunner
 from streams import names
@@ -65,6 +67,13 @@ def to_event(run: str, record: GameRecord, *, game: str, model_id: str, generati
     )
 
 
+def game_rng(seed: int, index: int, status: LoopStatus) -> np.random.Generator:
+    """Worker ``index``'s randomness: ``selfplay.seed``, the index, the run's start number and
+    its process restarts so far (no clock): two runs with one seed play the same games, and a
+    restarted worker does not replay the games it played before."""
+    return np.random.default_rng([seed, index, status.starts, status.restarts])
+
+
 async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Totals:
     """Play until stopped (or ``max_games`` published); returns the totals."""
     set_torch_threads(config.selfplay.torch_threads)
@@ -72,10 +81,12 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
     index = int(ctx.extra.get("index", 0))
     worker = ctx.extra.get("node") or f"{socket.gethostname()}-selfplay-{index}"
     registry = ProjectionRunner(ctx.store, ModelRegistryProjection(), ctx.run)
-    curriculum = ProjectionRunner(ctx.store, CurriculumProjection(config.curriculum), ctx.run)
+    # no snapshot: one taken under other stages would hold another stage index
+    curriculum = ProjectionRunner(ctx.store, build_projection("curriculum", config), ctx.run,
+                                  use_snapshots=False)
     await registry.follow()
     await curriculum.follow()
-    rng = np.random.default_rng([config.selfplay.seed, index, int(time.time())])
+    rng = game_rng(config.selfplay.seed, index, ctx.status.state)
     totals = Totals(started=time.monotonic())
     last_beat = 0.0
     try:
@@ -90,11 +101,19 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
                 if await ctx.sleep(config.health.interval_s):
                     break
                 continue
-            record = registry.state.models[champion.model_id]
+            record = registry.state.models.get(champion.model_id)
+            if record is None:  # the registry refuses such a champion; an older snapshot may not
+                log.error("selfplay %s: champion %s has no checkpoint; waiting for a valid one",
+                          worker, champion.model_id)
+                if await ctx.sleep(config.health.interval_s):
+                    break
+                continue
             data = await get_object(ctx.store.log, names.OBJ_MODELS, record.object_name,
                                     record.digest or None)
             net, _ = await asyncio.to_thread(load_checkpoint, data, game, config.network)
-            stage_index = stage_index_for(config.curriculum, champion.generation)
+            # the curriculum projection's stage, once it has read as far as the registry has
+            await curriculum.wait_for(lambda s: curriculum.position >= registry.position, timeout=30)
+            stage_index = curriculum.state.stage_index
             stage = config.curriculum[stage_index]
             settings = selfplay_settings_for(stage, config)
             search = msgspec.to_builtins(settings.search)
@@ -124,9 +143,7 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
                 if ctx.halted or ctx.stop.is_set():
                     break  # abandon the games in flight: no partial game is ever published
                 changed = (registry.state.champion != champion
-                           or stage_index_for(config.curriculum,
-                                              (registry.state.champion or champion).generation)
-                           != stage_index)
+                           or curriculum.state.stage_index != stage_index)
                 if changed and not draining:
                     # finish the games in flight with this champion, start no new one
                     driver.stop_starting()

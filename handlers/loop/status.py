@@ -1,7 +1,9 @@
 """``--status``: one report assembled from the projections (works with the loop stopped).
 
 ``collect_status`` folds every read model it needs from the log and returns plain data
-(``--json`` prints it as it is); ``format_status`` renders it for a terminal.
+(``--json`` prints it as it is); ``format_status`` renders it for a terminal. Every figure the
+metrics report too comes from ``handlers.loop.figures`` over the same projections, and the
+curriculum stage from the curriculum projection fed the stages of the config in force.
 """
 
 from __future__ import annotations
@@ -11,43 +13,44 @@ from typing import Any
 
 import msgspec
 
-from handlers.loop.config import LoopConfig
-from projections.journal import JournalProjection
-from projections.loop_status import LoopStatusProjection
-from projections.matches import MatchesProjection
-from projections.models import ModelRegistryProjection
-from projections.ratings import RatingsProjection
+from handlers.loop.config import LoopConfig, in_force_summary
+from handlers.loop.figures import FIGURE_PROJECTIONS, figures
+from projections import build_projection
 from projections.runner import ProjectionRunner
-from streams import names
 from streams.store import EventStore
 
+STATUS_PROJECTIONS = (*FIGURE_PROJECTIONS, "curriculum")
 
-async def _fold(store: EventStore, projection: Any, run: str) -> Any:
-    runner = ProjectionRunner(store, projection, run, use_snapshots=False)
-    return await runner.catch_up()
+
+async def fold_states(store: EventStore, config: LoopConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The state of each projection named in ``keys``, folded from the start of the log."""
+    states: dict[str, Any] = {}
+    for key in keys:
+        runner = ProjectionRunner(store, build_projection(key, config), config.run, use_snapshots=False)
+        states[key] = await runner.catch_up()
+    return states
 
 
 async def collect_status(store: EventStore, config: LoopConfig) -> dict[str, Any]:
     run = config.run
-    loop = await _fold(store, LoopStatusProjection(), run)
-    registry = await _fold(store, ModelRegistryProjection(), run)
-    matches = await _fold(store, MatchesProjection(), run)
-    ratings = await _fold(store, RatingsProjection(), run)
-    journal = await _fold(store, JournalProjection(), run)
-    report: dict[str, Any] = {"run": run, "now": time.time()}
+    states = await fold_states(store, config, STATUS_PROJECTIONS)
+    now = time.time()
+    shared = figures(states, now)
+    loop, registry, matches, journal = (
+        states["loop_status"], states["model_registry"], states["matches"], states["journal"])
+    report: dict[str, Any] = {"run": run, "now": now}
     report["loop"] = {
         "state": loop.state, "since": loop.since, "by": loop.by, "reason": loop.reason,
         "halted": loop.halted, "halted_since": loop.halted_since, "halted_by": loop.halted_by,
         "halt_reason": loop.halt_reason, "halt_automatic": loop.halt_automatic,
-        "starts": loop.starts, "restarts": loop.restarts, "last_restart": loop.last_restart,
+        "starts": loop.starts, "restarts": shared.restarts, "last_restart": loop.last_restart,
     }
     champ = registry.champion
     if champ is not None:
-        rating = ratings.ladder.get(champ.model_id)
         report["champion"] = {
-            "model_id": champ.model_id, "generation": champ.generation,
+            "model_id": champ.model_id, "generation": shared.champion_generation,
             "promotion_seq": champ.promotion_seq, "since": champ.since,
-            "elo": rating.elo if rating else None, "elo_ci95": rating.ci95 if rating else None,
+            "elo": shared.champion_elo, "elo_ci95": shared.champion_elo_ci95,
         }
     else:
         report["champion"] = None
@@ -57,57 +60,32 @@ async def collect_status(store: EventStore, config: LoopConfig) -> dict[str, Any
          "elo": m.elo, "llr": m.llr, "lower": m.lower, "upper": m.upper}
         for m in matches.matches.values() if not m.completed
     ]
-    report["models"] = len(registry.models)
-    report["pool"] = await _pool_report(store, run, config)
-    report["curriculum"] = await _curriculum_report(store, run, config, champ)
+    report["models"] = shared.models_saved
+    since = shared.pool_positions_since_training or 0
+    threshold = config.training.threshold_positions
+    report["pool"] = {
+        "games_recorded": shared.games, "positions_recorded": shared.positions,
+        "games": shared.pool_games, "positions": shared.pool_positions, "shards": shared.pool_shards,
+        "positions_since_training": since, "next_training_at": threshold,
+        "positions_to_next_training": max(0, threshold - since),
+        "selfplay_games_per_minute": shared.games_per_minute,
+    }
+    report["curriculum"] = curriculum_report(states["curriculum"], config)
+    report["config_in_force"] = await in_force_summary(store, run)
     report["recent"] = {
         "rejections": [msgspec.to_builtins(n) for n in journal.rejections[-5:]],
         "rollbacks": [msgspec.to_builtins(n) for n in journal.rollbacks[-5:]],
         "health_failures": [msgspec.to_builtins(n) for n in journal.health_failures[-5:]],
-        "poison_events": journal.poison_count,
+        "poison_events": shared.rejected_events,
     }
     return report
 
 
-async def _pool_report(store: EventStore, run: str, config: LoopConfig) -> dict[str, Any]:
-    games = await store.stream_state(names.GAMES)
-    out: dict[str, Any] = {"games_stream_messages": games.messages}
-    try:
-        from projections.pool import PoolProjection
-    except ImportError:
-        return out
-    pool = await _fold(store, PoolProjection(), run)
-    since = getattr(pool, "positions_since_training", 0)
-    out.update(
-        games=getattr(pool, "games", 0), positions=getattr(pool, "positions", 0),
-        shards=len(getattr(pool, "shards", ()) or ()), positions_since_training=since,
-        next_training_at=config.training.threshold_positions,
-        positions_to_next_training=max(0, config.training.threshold_positions - since),
-    )
-    rate = _games_per_minute(pool)
-    if rate is not None:
-        out["selfplay_games_per_minute"] = rate
-    return out
-
-
-def _games_per_minute(pool: Any) -> float | None:
-    shards = list(getattr(pool, "shards", ()) or ())
-    if isinstance(getattr(pool, "shards", None), dict):
-        shards = list(pool.shards.values())
-    recent = [s for s in shards if getattr(s, "time", 0) > time.time() - 600]
-    if len(recent) < 2:
-        return None
-    span = max(s.time for s in recent) - min(s.time for s in recent)
-    return 60.0 * sum(s.games for s in recent) / span if span > 0 else None
-
-
-async def _curriculum_report(store, run, config: LoopConfig, champ) -> dict[str, Any]:
-    generation = champ.generation if champ else 0
-    for index, stage in enumerate(config.curriculum):
-        if stage.until_generation is None or generation < stage.until_generation:
-            return {"stage": stage.name, "index": index, "generation": generation,
-                    "simulations": stage.simulations}
-    return {}
+def curriculum_report(state: Any, config: LoopConfig) -> dict[str, Any]:
+    """The curriculum projection's stage, with the stage's search size from the config in force."""
+    stage = config.curriculum[state.stage_index]
+    return {"stage": state.stage, "index": state.stage_index, "generation": state.generation,
+            "simulations": stage.simulations}
 
 
 def _ago(ts: float, now: float) -> str:
@@ -130,6 +108,13 @@ def format_status(r: dict[str, Any]) -> str:
                      f"({kind}): {loop['halt_reason']}")
     lines.append(f"  starts {loop['starts']}, process restarts {loop['restarts']}"
                  + (f" (last: {loop['last_restart']})" if loop["last_restart"] else ""))
+    cfg = r.get("config_in_force")
+    if cfg and cfg["config_sha256"]:
+        lines.append(f"  config in force: loop.started #{cfg['seq']} ({_ago(cfg['time'], now)}): "
+                     f"{cfg['config_path']} sha256 {cfg['config_sha256'][:12]}, "
+                     f"{cfg['promotion_path']} sha256 {cfg['promotion_sha256'][:12]}")
+    elif cfg:
+        lines.append(f"  config in force: loop.started #{cfg['seq']} recorded no digests")
     champ = r["champion"]
     if champ:
         elo = "unrated" if champ["elo"] is None else f"Elo {champ['elo']:+.0f} ± {champ['elo_ci95']:.0f}"
@@ -145,14 +130,12 @@ def format_status(r: dict[str, Any]) -> str:
                          f"{c['pairs']}/{c['max_pairs']} pairs, Elo {c['elo']:+.0f}, "
                          f"LLR {c['llr']:+.2f} in [{c['lower']:.2f}, {c['upper']:.2f}]")
     pool = r["pool"]
-    if "games" in pool:
-        lines.append(f"pool: {pool['games']} games, {pool['positions']} positions in "
-                     f"{pool['shards']} shards; {pool['positions_since_training']} since last "
-                     f"training, next at {pool['next_training_at']} "
-                     f"({pool['positions_to_next_training']} to go)")
-    lines.append(f"games stream: {pool['games_stream_messages']} records")
-    if "selfplay_games_per_minute" in pool:
-        lines.append(f"selfplay: {pool['selfplay_games_per_minute']:.1f} games/min")
+    lines.append(f"pool: {pool['games']} games, {pool['positions']} positions in "
+                 f"{pool['shards']} shards; {pool['positions_since_training']} since last "
+                 f"training, next at {pool['next_training_at']} "
+                 f"({pool['positions_to_next_training']} to go)")
+    lines.append(f"selfplay: {pool['games_recorded']} games ({pool['positions_recorded']} positions) "
+                 f"recorded, {pool['selfplay_games_per_minute']:.1f} games/min over the last minute")
     cur = r["curriculum"]
     if cur:
         lines.append(f"curriculum: stage {cur['stage']} (#{cur['index']}), "

@@ -1,5 +1,7 @@
 """The supervisor: one per run. Starts the embedded server (unless ``nats.url``), records
-``loop.started`` with the config in force, runs every handler and worker as a child process,
+``loop.started`` with the config in force (the loop config and the promotion config, whole,
+with their files' sha256; children read them from there, see ``handlers.loop.process``),
+runs every handler and worker as a child process,
 restarts crashed children with back-off (recording ``process.restarted``), and stops them
 gracefully when ``loop.stop_requested`` appears in the log or on SIGTERM.
 
@@ -9,7 +11,6 @@ A lease in the locks bucket keeps a second supervisor of the same run from start
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -20,20 +21,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from handlers.loop.config import LoopConfig
+from handlers.loop.config import DEFAULT_CONFIG_PATH, ConfigInForce, LoopConfig, prepare_log_dir
+from handlers.loop.process import child_command
 from projections.loop_status import LoopStatusProjection
 from projections.runner import ProjectionRunner
 from streams import events as ev
-from streams.config import to_plain
 from streams.connection import connect
 from streams.errors import LockHeld
-from streams.kv import acquire_lease
-from streams.server import EmbeddedServer, ensure_server
+from streams.kv import acquire_lease, owner_gone, process_owner
+from streams.server import die_with_parent, start_if_needed
 from streams.store import EventStore
 
 log = logging.getLogger(__name__)
 SUPERVISOR_LEASE = "supervisor"
-_PR_SET_PDEATHSIG = 1
 
 
 def who() -> str:
@@ -53,15 +53,6 @@ def process_names(config: LoopConfig) -> list[tuple[str, int]]:
     return out
 
 
-def _die_with_parent() -> None:
-    """Children get SIGTERM when the supervisor dies, even by kill -9 (Linux)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-
-
 @dataclass
 class Child:
     name: str
@@ -79,24 +70,24 @@ class Child:
 
 @dataclass
 class Supervisor:
-    config: LoopConfig
-    config_path: Path
+    in_force: ConfigInForce
     verbose: bool = False
     children: list[Child] = field(default_factory=list)
 
+    @property
+    def config(self) -> LoopConfig:
+        return self.in_force.loop
+
     def _spawn(self, child: Child) -> None:
-        cmd = [sys.executable, "-m", "handlers.loop.process", child.name, "--config",
-               str(self.config_path), "--index", str(child.index)]
-        if self.verbose:
-            cmd.append("--verbose")
-        log_dir = Path(self.config.supervisor.log_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
+        cmd, child_env = child_command(child.name, child.index, self.config.run, self.config.nats,
+                                       verbose=self.verbose)
+        log_dir = prepare_log_dir(self.config)
         child.log_path = log_dir / f"{child.label}.log"
         out = None if self.verbose else open(child.log_path, "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **child_env)
         child.process = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT if out else None, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent, env=env,
+            preexec_fn=die_with_parent, env=env,
         )
         if out is not None:
             out.close()
@@ -104,24 +95,18 @@ class Supervisor:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the loop until stop is set or a stop is requested through the log."""
-        started_server = None
-        if not self.config.nats.url:
-            embedded = EmbeddedServer(self.config.nats)
-            if not embedded.status().running:
-                started_server = embedded
-            embedded.start(detach=False)
-        else:
-            ensure_server(self.config.nats)
+        started_server = start_if_needed(self.config.nats)  # dies with this process
         conn = await connect(self.config.nats, name="jetzero-supervisor")
         store = EventStore(conn)
         lease = None
         try:
-            lease = await acquire_lease(conn, self.config.run, SUPERVISOR_LEASE, who())
+            lease = await acquire_lease(conn, self.config.run, SUPERVISOR_LEASE,
+                                        process_owner(who()), stale=owner_gone)
             status = ProjectionRunner(store, LoopStatusProjection(), self.config.run)
             await status.follow()
             await store.append(ev.LoopStarted.new(
-                self.config.run, by=who(), reason="supervisor start", config=to_plain(self.config),
-                host=socket.gethostname(),
+                self.config.run, by=who(), reason="supervisor start", host=socket.gethostname(),
+                **self.in_force.started_fields(),
             ))
             self.children = [Child(n, i) for n, i in process_names(self.config)]
             for child in self.children:
@@ -188,13 +173,15 @@ class Supervisor:
                 proc.wait()
 
 
-async def supervise(config: LoopConfig, config_path: Path, *, verbose: bool = False,
+async def supervise(in_force: ConfigInForce, *, verbose: bool = False,
                     stop: asyncio.Event | None = None) -> None:
+    """Run the loop on ``in_force`` (from ``handlers.loop.config.load_in_force``) until stopped."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Supervisor(config, config_path, verbose).run(stop)
+    prepare_log_dir(in_force.loop)
+    await Supervisor(in_force, verbose).run(stop)
 
 
 __all__ = ["Supervisor", "supervise", "process_names", "LockHeld"]
@@ -206,19 +193,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvloop
 
-    from handlers.loop.config import load_loop_config
+    from handlers.loop.config import load_in_force
     from streams.errors import JetzeroError
 
     parser = argparse.ArgumentParser(prog="handlers.loop.supervisor")
-    parser.add_argument("--config", default="config/unified_loop.yaml")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG_PATH))
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s supervisor %(levelname)s %(name)s: %(message)s")
     try:
-        config = load_loop_config(args.config)
+        in_force = load_in_force(args.config)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(supervise(config, Path(args.config), verbose=args.verbose))
+            runner.run(supervise(in_force, verbose=args.verbose))
     except LockHeld as exc:
         print(f"error: the loop is already running ({exc})", file=sys.stderr)
         return 3

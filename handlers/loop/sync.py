@@ -6,10 +6,19 @@ shard per model that played in it (so a rollback can drop one model's games). Ea
 samples go to the OBJ_POOL object store first; then ``pool.batch_synced`` is appended with
 an id derived from the shard id; then the position is remembered and the batch acked.
 
+The remembered position means "every game up to here is in a shard (or rejected)". So on
+start the durable consumer is made again from the game after it: games an earlier process
+held unacknowledged when it was killed come back at once and in order, not after their ack
+wait behind newer games (which would have moved the position past them, and then they were
+skipped: lost). Delivered in order from the position, a batch over ``first..last`` holds
+every game of the run in that range.
+
 After a crash between those steps the batch comes back: a batch already recorded past the
 remembered position is rebuilt over the very same range (same shard ids, so its events are
-deduplicated and shards already in the pool are not stored again). Undecodable or invalid
-games become ``event.rejected`` through the handler shell, and the handler goes on.
+deduplicated and shards already in the pool are not stored again); it is flushed once its
+last game is back (or, should retention have dropped that game, once nothing more comes).
+Undecodable or invalid games become ``event.rejected`` through the handler shell, and the
+handler goes on.
 """
 
 from __future__ import annotations
@@ -164,8 +173,11 @@ class PoolSync:
 
     async def open(self) -> None:
         per_batch = self.settings.games_per_shard
-        await self.shell.consumer.open(ack_wait=self.ack_wait, max_ack_pending=max(1000, 2 * per_batch + 512))
         self.position = await load_position(self.store.log, self.run, HANDLER)
+        await self.shell.consumer.open_from(
+            self.position.seq + 1, ack_wait=self.ack_wait, max_ack_pending=max(1000, 2 * per_batch + 512)
+        )
+        self.pending.clear()
         await self.pool.catch_up()
         self.resume = interrupted_batch(self.pool.state, self.position.seq)
         if self.resume:
@@ -212,13 +224,16 @@ class PoolSync:
 
     # -- flushing -------------------------------------------------------------------------
 
-    def due(self, now: float | None = None) -> bool:
+    def due(self, now: float | None = None, *, idle: bool = False) -> bool:
+        """A batch is ready: enough games, or the first has waited ``max_wait_s``. An
+        interrupted batch waits for its last game (``idle``: nothing more came, so the rest of
+        its range is gone from GAMES)."""
         if not self.pending:
             return False
         now = time.monotonic() if now is None else now
         waited = now - min(p.arrived for p in self.pending.values()) >= self.settings.max_wait_s
         if self.resume is not None:
-            return max(self.pending) >= self.resume[1] or waited
+            return max(self.pending) >= self.resume[1] or (waited and idle)
         return len(self.pending) >= self.settings.games_per_shard or waited
 
     async def flush(self) -> int:
@@ -291,11 +306,12 @@ class PoolSync:
     async def step(self, timeout: float = 0.5) -> int:
         """Fetch once, then flush every batch that is due; returns shards written."""
         room = max(1, min(256, 2 * self.settings.games_per_shard - len(self.pending)))
-        for delivery in await self.shell.consumer.fetch(room, timeout=timeout):
+        deliveries = await self.shell.consumer.fetch(room, timeout=timeout)
+        for delivery in deliveries:
             await self.receive(delivery)
         await self.keep_alive()
         written = 0
-        while self.due():
+        while self.due(idle=not deliveries):
             written += await self.flush()
         return written
 

@@ -4,15 +4,16 @@ Under the ``trainer`` lease (waited for when held, renewed while working, its lo
 the training without a checkpoint) the trainer:
 
 1. creates generation 0 if the registry has no model: a fresh net seeded from
-   ``training.seed``, stored in OBJ_MODELS, then ``checkpoint.saved`` (source ``initial``,
-   id derived from the run);
+   ``training.seed``, published by ``handlers.loop.checkpoints`` (source ``initial``, id
+   derived from the run);
 2. follows the pool and the registry; when ``positions_since_training`` reaches the threshold
    and the loop is not halted, appends ``training.started`` (id derived from the pool's last
    shard) naming the window's shards, the parent and the samples planned;
 3. runs the open training: loads the shards (digests verified) and the parent, trains in a
-   thread in chunks of steps (halt, stop or a lost lease between chunks abandons it), stores
-   the checkpoint bytes first and only then appends ``checkpoint.saved`` caused by the
-   training. A NaN loss appends ``health.check_failed`` (``nan_loss``, critical) instead.
+   thread in chunks of steps (halt, stop or a lost lease between chunks abandons it), and
+   publishes the checkpoint (``handlers.loop.checkpoints.publish_checkpoint``: the bytes
+   first, then ``checkpoint.saved`` caused by the training). A NaN loss appends
+   ``health.check_failed`` (``nan_loss``, critical) instead.
 
 A ``training.started`` that has neither outcome is the open training: it is run again after
 a restart or a resume, with the same ids, so nothing is emitted twice.
@@ -36,17 +37,12 @@ from engine.checkpoint import CheckpointMeta, load_checkpoint, make_meta, save_c
 from engine.errors import CheckpointError, TrainingDiverged
 from engine.games import get_game
 from engine.games.base import Game
-from engine.network import PolicyValueNet, build_network, set_torch_threads
+from engine.network import PolicyValueNet, set_torch_threads
 from engine.samples import InvalidSamples, Samples
 from engine.train import TrainReport, TrainSession
+from handlers.loop.checkpoints import create_initial_model, publish_checkpoint
 from handlers.loop.config import LoopConfig
-from handlers.loop.training_plan import (
-    HANDLER,
-    combined,
-    initial_model_id,
-    model_id_for,
-    plan_training,
-)
+from handlers.loop.training_plan import HANDLER, combined, model_id_for, plan_training
 from projections.models import ModelRecord, ModelRegistryProjection
 from projections.pool import Pool, PoolProjection, Shard, Training
 from projections.runner import ProjectionRunner
@@ -55,7 +51,7 @@ from streams import names
 from streams.envelope import derived_id
 from streams.errors import EventNotFound, LockHeld, StoreError
 from streams.kv import Heartbeat, Lease, acquire_lease, beat
-from streams.objects import get_object, put_object
+from streams.objects import get_object
 from streams.store import EventStore
 
 __all__ = ["HANDLER", "LEASE", "Trainer", "serve"]
@@ -322,31 +318,27 @@ class Trainer:
         data = await asyncio.to_thread(save_checkpoint, net, meta)
         if self._stopping:
             return None
-        object_name = names.model_object(model_id)
-        digest = await put_object(self.store.log, names.OBJ_MODELS, object_name, data)
-        if self._stopping:
-            return None  # the bytes are stored but referenced by nothing: harmless
-        await self.store.append(
-            ev.CheckpointSaved(
-                id=derived_id(training.training_id, HANDLER),
-                time=time.time(),
-                run=self.run,
-                causation_id=training.training_id,
-                correlation_id=training.training_id,
-                model_id=model_id,
-                object_name=object_name,
-                digest=digest,
-                parent_model=parent.model_id,
-                generation=generation,
-                step=meta.step,
-                game=self.game.name,
-                architecture=msgspec.to_builtins(net.config),
-                policy_loss=report.policy_loss,
-                value_loss=report.value_loss,
-                policy_entropy=report.policy_entropy,
-                samples_trained=report.samples_seen,
-            )
+        published = await publish_checkpoint(
+            self.store,
+            self.run,
+            data,
+            event_id=derived_id(training.training_id, HANDLER),
+            model_id=model_id,
+            abandoned=lambda: self._stopping,
+            causation_id=training.training_id,
+            correlation_id=training.training_id,
+            parent_model=parent.model_id,
+            generation=generation,
+            step=meta.step,
+            game=self.game.name,
+            architecture=msgspec.to_builtins(net.config),
+            policy_loss=report.policy_loss,
+            value_loss=report.value_loss,
+            policy_entropy=report.policy_entropy,
+            samples_trained=report.samples_seen,
         )
+        if published is None:
+            return None
         await self.pool.wait_for(_ended(training.training_id), timeout=30)
         await self.registry.wait_for(lambda s: model_id in s.models, timeout=30)
         self.trained.append(model_id)
@@ -408,41 +400,6 @@ class Trainer:
                 detail=dict(self.detail),
             ),
         )
-
-
-async def create_initial_model(store: EventStore, run: str, config: LoopConfig, registry) -> str:
-    """Generation 0: a fresh network seeded from the config (the same bytes whoever makes it),
-    stored in the object store, then recorded by ``checkpoint.saved`` with an id derived from
-    the run, so two creators record it once. ``registry`` is a following registry runner."""
-    game = get_game(config.game.name, **config.game.params)
-    model_id = initial_model_id(run)
-    seed = config.training.seed
-    net = await asyncio.to_thread(build_network, game, config.network, seed=seed)
-    meta = make_meta(
-        net, game=game, model_id=model_id, game_params=config.game.params, generation=0,
-        created=0.0, extra={"source": "initial", "seed": seed},
-    )
-    data = await asyncio.to_thread(save_checkpoint, net, meta)
-    object_name = names.model_object(model_id)
-    digest = await put_object(store.log, names.OBJ_MODELS, object_name, data)
-    await store.append(
-        ev.CheckpointSaved(
-            id=derived_id(f"run:{run}", HANDLER, 0),
-            time=time.time(),
-            run=run,
-            model_id=model_id,
-            object_name=object_name,
-            digest=digest,
-            generation=0,
-            step=0,
-            game=game.name,
-            architecture=msgspec.to_builtins(net.config),
-            source="initial",
-        )
-    )
-    await registry.wait_for(lambda s: model_id in s.models, timeout=30)
-    log.info("created %s (generation 0)", model_id)
-    return model_id
 
 
 async def serve(ctx, config: LoopConfig) -> None:

@@ -1,9 +1,11 @@
 """The promotion settings (``config/promotion.yaml``): gates, match sizes, regression, watch.
 
 ``PromotionConfig`` is a frozen msgspec Struct; load it with :func:`load_promotion_config`
-(unknown keys and bad values are refused with ``ConfigError`` naming the field). The
-evaluator reads it to schedule matches, the promoter to judge them; every knob is commented
-in the shipped YAML.
+(unknown keys and bad values are refused with ``ConfigError`` naming the field). In the loop
+the supervisor records it in ``loop.started`` and the evaluator, the promoter and the eval
+workers get it from there as an argument (``handlers.loop.config.read_in_force``); the CLI's
+``promotion judge`` reads the file. Every knob is commented in the shipped YAML. The server
+is the loop config's ``nats:`` section (its one home).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 import msgspec
 
 from engine.sprt import MODELS, wald_bounds
-from streams.config import NatsSettings, load_config
+from handlers.loop.config import DEFAULT_PROMOTION_PATH
+from streams.config import load_config
 from streams.events import PlayerSpec, SprtParams
 
 REFERENCE_KINDS = ("random", "pure_mcts")
@@ -108,8 +111,7 @@ class WatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class PromotionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything the evaluator and the promoter need to judge a candidate."""
 
-    nats: NatsSettings = NatsSettings()
-    simulations: int = 100
+    simulations: int = 100  # search per move of every model player in every match
     sprt: SprtConfig = SprtConfig()
     elo_threshold: float = 0.0
     max_pairs: int = 400
@@ -130,7 +132,7 @@ class PromotionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         return PlayerSpec(kind="model", model_id=model_id, simulations=self.simulations)
 
 
-DEFAULT_PATH = Path("config/promotion.yaml")
+DEFAULT_PATH = Path(DEFAULT_PROMOTION_PATH)
 
 
 def load_promotion_config(

@@ -47,6 +47,7 @@ from engine.games import get_game
 from engine.games.base import Game
 from engine.network import set_torch_threads
 from handlers.loop.config import LoopConfig
+from handlers.promotion.config import PromotionConfig
 from handlers.promotion.evaluator_service import MATCH_PLAYERS, match_work_consumer
 from handlers.promotion.match_play import pair_event_id
 from handlers.promotion.players_cache import PlayersCache, PlayerUnavailable
@@ -172,6 +173,7 @@ class EvalWorker:
         node: str = "",
         ack_wait: float = ACK_WAIT_S,
         poll_s: float = 0.5,
+        simulations: int = PromotionConfig().simulations,
     ):
         self.store = store
         self.run = run
@@ -187,7 +189,7 @@ class EvalWorker:
         self.registry = ProjectionRunner(store, ModelRegistryProjection(), run)
         self.matches = ProjectionRunner(store, MatchesProjection(), run)
         self.players = PlayersCache(
-            store.log, self.game, self.registry, default_simulations=config.evaluation.simulations
+            store.log, self.game, self.registry, default_simulations=simulations
         )
         self.stats = WorkerStats()
         self.units_per_batch = config.evaluation.units_per_batch
@@ -438,10 +440,12 @@ class EvalWorker:
             pass
 
 
-async def serve(ctx, config: LoopConfig) -> None:
-    """The evaluation worker service: plays match units until stopped; idle while halted."""
+async def serve(ctx, config: LoopConfig, *, promotion: PromotionConfig) -> None:
+    """The evaluation worker service: plays match units until stopped; idle while halted.
+    ``promotion`` is the config in force (``simulations``: a model player's default search)."""
     set_torch_threads(config.evaluation.torch_threads)
     index = int(ctx.extra.get("index", 0))
     node = ctx.extra.get("node") or f"{socket.gethostname()}-{HANDLER}-{index}"
-    worker = EvalWorker(ctx.store, ctx.run, config, stop=ctx.stop, halted=lambda: ctx.halted, node=node)
+    worker = EvalWorker(ctx.store, ctx.run, config, stop=ctx.stop, halted=lambda: ctx.halted, node=node,
+                        simulations=promotion.simulations)
     await worker.run_until_stopped()

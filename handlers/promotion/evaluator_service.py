@@ -29,7 +29,7 @@ from engine.games import get_game
 from engine.openings import openings_for
 from handlers.loop.config import LoopConfig
 from handlers.promotion import evaluator
-from handlers.promotion.config import PromotionConfig, load_promotion_config
+from handlers.promotion.config import PromotionConfig
 from handlers.runtime.shell import HandlerShell
 from projections.matches import MatchesProjection
 from projections.models import ModelRegistryProjection
@@ -119,9 +119,8 @@ def build_evaluator(
     return shell, service
 
 
-async def serve(ctx, config: LoopConfig) -> None:
-    """The evaluator service of the loop; paused while the loop is halted."""
-    promotion = load_promotion_config(config.promotion_config)
+async def serve(ctx, config: LoopConfig, *, promotion: PromotionConfig) -> None:
+    """The evaluator service of the loop (``promotion``: the config in force); paused while halted."""
     game = get_game(config.game.name, **config.game.params)
     shell, _ = build_evaluator(ctx.store, ctx.run, promotion, game.name, openings_for(game),
                                paused=lambda: ctx.halted)

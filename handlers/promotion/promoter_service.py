@@ -6,7 +6,10 @@ and the matches projections up to now and runs ``handlers.promotion.promoter.dec
 champion aggregate's expected last sequence. A promoter that loses a race (another decision
 landed first) gets ``ConcurrencyConflict``; the shell then catches both projections up again
 and decides anew, which for an already decided candidate is nothing: two promoters racing on
-the same candidate make exactly one decision.
+the same candidate make exactly one decision. Poison on the champion aggregate (bytes that do
+not decode, a decision naming a model with no checkpoint) is recorded once and skipped by the
+registry's runner, and still counts in the expected last sequence (``note_subject``): one bad
+message cannot make every later append conflict.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable
 
 from handlers.loop.config import LoopConfig
 from handlers.promotion import promoter
-from handlers.promotion.config import PromotionConfig, load_promotion_config
+from handlers.promotion.config import PromotionConfig
 from handlers.runtime.shell import Emit, HandlerShell
 from projections.matches import MatchesProjection
 from projections.models import ModelRegistryProjection
@@ -65,8 +68,7 @@ def build_promoter(
     return shell, service
 
 
-async def serve(ctx, config: LoopConfig) -> None:
-    """The promoter service of the loop; paused while the loop is halted."""
-    promotion = load_promotion_config(config.promotion_config)
+async def serve(ctx, config: LoopConfig, *, promotion: PromotionConfig) -> None:
+    """The promoter service of the loop (``promotion``: the config in force); paused while halted."""
     shell, _ = build_promoter(ctx.store, ctx.run, promotion, paused=lambda: ctx.halted)
     await shell.run_until(ctx.stop)

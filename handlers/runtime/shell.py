@@ -3,8 +3,9 @@
 A handler's business logic is a pure ``decide(state, event) -> list[Event | Emit]``; this
 shell does the I/O around it. Emitted ids derive from the cause (``derived_id``), so a crash
 between append and ack emits nothing twice inside the server's duplicate window; past it, the
-position remembered in KV skips the redelivered cause. Undecodable input becomes an
-``event.rejected`` event, is acknowledged and counted; the handler goes on.
+position remembered in KV skips the redelivered cause. Poison input (undecodable, or of an
+event type this build does not know) is recorded once as ``event.rejected`` (shared with every
+other reader: ``streams.rejections``), acknowledged and counted; the handler goes on.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from streams import codec, names
+from streams import names
 from streams.consumer import Delivery, DurableConsumer
 from streams.envelope import Event, derived_id
-from streams.errors import ConcurrencyConflict, DecodeError
-from streams.events import EventRejected
+from streams.errors import ConcurrencyConflict
 from streams.kv import Position, load_position, save_position
+from streams.rejections import classify, rejected_event, rejections_of
 from streams.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,10 @@ class HandlerShell:
         self.stats = ShellStats()
 
     async def open(self) -> None:
-        await self.consumer.open(ack_wait=self.ack_wait)
+        """Deliver from just past the remembered position: what a killed process held unacked
+        comes back at once and in order, never behind newer events it would then be skipped for."""
         self.position = await load_position(self.store.log, self.run, self.name)
+        await self.consumer.open_from(self.position.seq + 1, ack_wait=self.ack_wait)
 
     async def run_until(self, stop: asyncio.Event, *, pause_poll: float = 0.5) -> None:
         """Consume until ``stop`` is set; while ``paused()`` nothing new is fetched."""
@@ -132,15 +135,13 @@ class HandlerShell:
             self.stats.skipped_redelivered += 1
             await delivery.ack()
             return
-        try:
-            event = codec.decode(delivery.data)
-        except DecodeError as exc:
-            await self.reject(delivery, str(exc))
+        event, reason = classify(delivery.data)
+        if event is None:
+            await self.reject(delivery, reason)
             await self._done(delivery, "")
             return
-        if isinstance(event, Event):
-            await self._react(event, delivery.seq)
-        await self._done(delivery, getattr(event, "id", ""))
+        await self._react(event, delivery.seq)
+        await self._done(delivery, event.id)
 
     async def _react(self, event: Event, seq: int) -> None:
         for attempt in range(self.max_conflict_retries + 1):
@@ -158,21 +159,11 @@ class HandlerShell:
                     await self.on_conflict()
 
     async def reject(self, delivery: Delivery, reason: str) -> None:
+        """Record ``delivery`` as poison (once for the whole log: ``streams.rejections``)."""
         self.stats.rejected += 1
-        log.warning("%s: rejected %s #%d: %s", self.name, delivery.subject, delivery.seq, reason)
-        await self.store.append(
-            EventRejected(
-                id=derived_id(f"{self.stream}:{delivery.seq}", self.name),
-                time=delivery.time,
-                run=self.run,
-                stream=self.stream,
-                subject=delivery.subject,
-                seq=delivery.seq,
-                reason=reason[:500],
-                handler=self.name,
-                payload_prefix=delivery.data[:64].hex(),
-            )
-        )
+        record = rejected_event(self.run, self.stream, delivery.subject, delivery.seq,
+                                delivery.data, reason, self.name, delivery.time)
+        await rejections_of(self.store, self.run).record(record)
 
     async def _done(self, delivery: Delivery, cause_id: str) -> None:
         self.position = Position(delivery.seq, cause_id)

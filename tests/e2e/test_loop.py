@@ -54,7 +54,8 @@ async def tags(store, stream=names.EVENTS, run="e2e") -> list:
     return [s.event async for s in store.read(stream, subject_filter=names.run_filter(stream, run))]
 
 
-def child_pids(name: str, config: Path) -> list[int]:
+def child_pids(name: str, run: str) -> list[int]:
+    """Loop processes ``name`` of ``run`` (``python -m handlers.loop.process NAME --run RUN``)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -63,7 +64,8 @@ def child_pids(name: str, config: Path) -> list[int]:
             cmd = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"handlers.loop.process" in cmd and name.encode() in cmd and str(config).encode() in cmd:
+        runs = [cmd[i + 1] for i, arg in enumerate(cmd[:-1]) if arg == b"--run"]
+        if b"handlers.loop.process" in cmd and name.encode() in cmd and runs == [run.encode()]:
             pids.append(int(entry.name))
     return pids
 
@@ -78,7 +80,7 @@ async def test_the_whole_loop(store, nats_settings, tmp_path):
     promo.write_text(yaml.safe_dump(PROMOTION))
     metrics_port = free_port()
     config, cfg = write_tiny_loop(
-        nats_settings.client_url, tmp_path, run="e2e",
+        nats_settings, tmp_path, run="e2e",
         promotion_config=str(promo), metrics={"port": metrics_port},
     )
     started = script("unified_ai_loop.py", "--start", "--config", str(config))
@@ -140,7 +142,7 @@ async def _run_scenario(store, cfg, config: Path, metrics_port: int) -> None:
     await until(more_games, 60, "games after resume")
 
     # 3. kill -9 of a handler mid-run: restarted, recorded, nothing lost or duplicated
-    [sync_pid] = child_pids("sync", config)
+    [sync_pid] = child_pids("sync", "e2e")
     os.kill(sync_pid, signal.SIGKILL)
 
     async def restarted():

@@ -1,4 +1,5 @@
-"""Bulk replay and bulk append over the lean connection, against a real nats-server."""
+"""Bulk replay over the lean connection and pipelined bulk append, on a real nats-server
+that wants a login (the fixtures run with authorisation on)."""
 
 from __future__ import annotations
 
@@ -96,3 +97,23 @@ async def test_a_replay_resumes_where_it_stopped_when_its_consumer_disappears(st
 
     assert await store.replay(names.EVENTS, handle) == 20_000
     assert dropped[0].result() == 1 and seen == list(range(1, 20_001))
+
+
+async def test_the_lean_connection_serves_the_authenticated_server(store):
+    """The fixture's server wants a login: the lean reader logs in itself (no fallback to
+    nats-py's ordered consumer), and gives what that consumer gives."""
+    from nats.js import api
+
+    from streams import auth, bulk
+
+    assert auth.credentials_path(store.log.settings.data_dir).exists()
+    assert await store.append_many(_events(300)) == list(range(1, 301))
+    lean: list = []
+    config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL,
+                                filter_subject=names.run_filter(names.EVENTS))
+    last = await bulk.replay(store.nc, store.js, names.EVENTS, config,
+                             lambda *a: lean.append(a), 300)
+    ordered: list = []
+    await store._replay_ordered(names.EVENTS, lambda *a: ordered.append(a),
+                                names.run_filter(names.EVENTS), 1, 300, None)
+    assert last == 300 and lean == ordered

@@ -6,10 +6,13 @@ import json
 import subprocess
 import sys
 
+import msgspec
 import pytest
 
+from streams import codec, names
 from streams import events as ev
 from streams.server import free_port
+from tests.loop_configs import nats_section
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +27,7 @@ def jetzero(*args: str, config=None) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def config(tmp_path, nats_settings):
     path = tmp_path / "loop.yaml"
-    path.write_text(f"run: r1\nnats:\n  url: {nats_settings.client_url}\n")
+    path.write_text(f"run: r1\nnats: {json.dumps(nats_section(nats_settings))}\n")
     return path
 
 
@@ -83,4 +86,36 @@ def test_bad_config_value_names_the_field(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("nats:\n  port: many\n")
     out = jetzero("events", "stats", config=path)
-    assert out.returncode == 2 and "$.port" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "$.nats.port" in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_stats_count_by_decoded_type_not_by_subject(store, config):
+    promoted_subject = codec.subject_of(ev.CandidatePromoted.new("r1", model_id="m1", generation=1))
+    await store.append_many([ev.LoopHalted.new("r1", reason="a"), ev.LoopHalted.new("r1", reason="b")])
+    await store.js.publish(promoted_subject, msgspec.msgpack.encode([1]), stream=names.EVENTS)
+    await store.js.publish(promoted_subject, b"\xc1 junk", stream=names.EVENTS)
+    out = jetzero("events", "stats", config=config)
+    assert out.returncode == 0, out.stderr
+    counts = dict(line.split() for line in out.stdout.splitlines() if line.startswith("    "))
+    assert counts == {"loop.halted": "2", "(undecodable)": "2"}  # before: candidate.promoted 2
+
+
+async def test_tail_searches_back_as_far_as_the_type_needs(store, config):
+    await store.append_many([ev.LoopHalted.new("r1", reason=f"old{i}") for i in range(4)])
+    await store.append_many([ev.ProcessRestarted.new("r1", process="sync") for _ in range(2500)])
+    out = jetzero("events", "tail", "--type", "loop.halted", "-n", "3", config=config)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()  # before: nothing (only the last 150 events were read)
+    assert len(lines) == 3 and ["old1" in lines[0], "old2" in lines[1], "old3" in lines[2]] == [True] * 3
+    everything = jetzero("events", "tail", "--type", "loop.halted", "-n", "10", config=config)
+    assert everything.stdout.count("loop.halted") == 4
+
+
+@pytest.mark.parametrize("point", ["nan", "inf", "-inf", "-5", "1969-12-31T00:00"])
+def test_a_point_that_is_no_time_is_refused(config, point):
+    for args in (["events", "replay", "-p", "loop_status", f"--until={point}"],
+                 ["events", "export", f"--from={point}"]):
+        out = jetzero(*args, config=config)
+        assert out.returncode == 2, (args, out.stdout)  # before: accepted, exit 0
+        message = " ".join(out.stderr.replace("│", " ").split())  # unwrapped from its box
+        assert "not a sequence or a time after 1970" in message and "Traceback" not in out.stderr

@@ -14,7 +14,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,8 +26,10 @@ from engine.checkpoint import make_meta, save_checkpoint
 from engine.games import get_game
 from engine.network import NetworkConfig, build_network
 from engine.openings import openings_for
-from handlers.loop.config import EvaluationSection, GameSpec, HealthSection, LoopConfig
+from handlers.loop.config import EvaluationSection, GameSpec, HealthSection, LoopConfig, load_in_force
+from handlers.loop.process import child_command
 from handlers.promotion import eval_worker
+from handlers.promotion.config import PromotionConfig
 from handlers.promotion.evaluator import work_units
 from handlers.promotion.evaluator_service import MATCH_PLAYERS, match_work_consumer
 from handlers.runtime.service import run_service
@@ -59,7 +60,7 @@ def loop_config(nats_settings) -> LoopConfig:
         run=RUN,
         game=GameSpec(name="tictactoe"),
         nats=nats_settings,
-        evaluation=EvaluationSection(simulations=8, torch_threads=1),
+        evaluation=EvaluationSection(torch_threads=1),
         health=HealthSection(interval_s=0.3),
     )
 
@@ -162,7 +163,7 @@ def start_worker(config: LoopConfig, node: str) -> tuple[asyncio.Task, asyncio.E
 
     async def body(ctx) -> None:
         ctx.extra["node"] = node
-        await eval_worker.serve(ctx, config)
+        await eval_worker.serve(ctx, config, promotion=PromotionConfig())
 
     task = asyncio.create_task(
         run_service(node, config.nats, config.run, body, stop=stop, install_signals=False)
@@ -192,14 +193,18 @@ async def test_a_worker_killed_mid_unit_leaves_every_pair_counted_once(store, na
     consumer = match_work_consumer(store.log, RUN)
     await consumer.open(ack_wait=3.0)
     await consumer.close()
-    path, _ = write_tiny_loop(nats_settings.client_url, tmp_path, run=RUN)
+    path, _ = write_tiny_loop(nats_settings, tmp_path, run=RUN,
+                              promotion_config=str(ROOT / "config" / "promotion.yaml"))
+    # as the supervisor does: the config in force recorded, the process told the run and server
+    await store.append(ev.LoopStarted.new(RUN, by="test", **load_in_force(path).started_fields()))
     units = await schedule(store, "kill", SLOW, SLOW, max_pairs=12, per_unit=6)
 
     output = open(tmp_path / "worker-7.log", "wb")  # closed below
+    cmd, child_env = child_command("evalworker", 7, RUN, nats_settings)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "handlers.loop.process", "evalworker", "--config", str(path), "--index", "7"],
+        cmd,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **child_env},
         stdout=output,
         stderr=subprocess.STDOUT,
     )

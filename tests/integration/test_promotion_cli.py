@@ -7,6 +7,7 @@ the history that shows it, and the daemon judging a checkpoint as it is saved.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from engine.games import get_game
 from engine.network import DEFAULT_TICTACTOE_NETWORK, NetworkConfig, build_network, set_torch_threads
 from handlers.loop.config import load_loop_config
 from handlers.promotion.config import load_promotion_config
-from handlers.promotion.manager import run_daemon
+from handlers.promotion.daemon import run_daemon
 from projections.models import ModelRegistryProjection
 from projections.runner import state_as_of
 from scripts.common import run_async
@@ -30,6 +31,7 @@ from streams import names
 from streams.connection import connect
 from streams.objects import put_object
 from streams.store import EventStore
+from tests.loop_configs import nats_section
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +55,7 @@ def config(tmp_path, nats_settings) -> Path:
     promotion.write_text(PERMISSIVE)
     path = tmp_path / "loop.yaml"
     path.write_text(
-        f"run: {RUN}\ngame: {{name: tictactoe}}\nnats: {{url: '{nats_settings.client_url}'}}\n"
+        f"run: {RUN}\ngame: {{name: tictactoe}}\nnats: {json.dumps(nats_section(nats_settings))}\n"
         f"network: {msgspec.json.encode(DEFAULT_TICTACTOE_NETWORK).decode()}\n"
         f"promotion_config: {promotion}\nevaluation: {{torch_threads: 1}}\n"
     )
@@ -131,7 +133,7 @@ def test_refused_candidates_exit_2_with_the_reason_and_record_nothing(tmp_path, 
         (corrupt, "refused: checkpoint is corrupt or not a checkpoint"),
         (connect4, "refused: checkpoint c4-model is for connect4, not tictactoe"),
         (wider, "refused: checkpoint wide-model has architecture"),
-        (tmp_path / "missing.pt", "cannot read candidate"),
+        (tmp_path / "missing.pt", "cannot read model file"),
     ]
     for path, reason in cases:
         result = jetzero("candidate", path, "--config", config, "--play", "local")
@@ -208,6 +210,37 @@ def test_rollback_to_a_promotion_makes_its_model_the_champion(config, nats_setti
     assert "(reverted)" in history.output and "b plays badly" in history.output
     ratings = jetzero("ratings", "--config", config)
     assert ratings.exit_code == 0 and "no completed matches" in ratings.output
+
+
+def test_by_hand_promote_and_rollback_are_commands_the_controller_decides_with_no_loop_running(
+    config, nats_settings
+):
+    async def models(store: EventStore) -> None:
+        for g, m in enumerate(("o", "a")):
+            await store.append(ev.CheckpointSaved.new(RUN, model_id=m, object_name=m, digest=m, generation=g))
+
+    in_log(nats_settings, models)
+    promoted = jetzero("promote", "a", "--config", config, "--reason", "looks good")
+    assert promoted.exit_code == 0 and "promoted a by hand" in promoted.output, promoted.output
+    again = jetzero("promote", "a", "--config", config)
+    assert again.exit_code == 2 and "already promoted" in again.output
+    script = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "model_promotion_manager.py"), "--rollback", "--model", "o",
+         "--config", str(config), "--reason", "a regressed"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert script.returncode == 0 and "the champion is o; reverted a" in script.stdout, script.stderr
+    nothing_left = jetzero("rollback", "--config", config)
+    assert nothing_left.exit_code == 2 and "no earlier promotion" in nothing_left.output
+    log = all_events(nats_settings)
+    outcomes = [(e.command, type(e).__name__) for e in log
+                if isinstance(e, ev.CommandAccepted | ev.CommandRejected)]
+    assert outcomes == [("promote", "CommandAccepted"), ("promote", "CommandRejected"),
+                        ("rollback", "CommandAccepted"), ("rollback", "CommandRejected")]
+    [rollback] = [e for e in log if isinstance(e, ev.ChampionRolledBack)]
+    accepted = [e for e in log if isinstance(e, ev.CommandAccepted)]
+    assert rollback.causation_id == accepted[1].command_id and rollback.reason == "a regressed"
+    assert registry(nats_settings).champion.model_id == "o"
 
 
 async def test_the_daemon_judges_each_new_checkpoint_as_it_is_saved(store, config):

@@ -27,7 +27,7 @@ async def _games(store):
 
 
 async def test_published_games_replay_into_legal_games_with_their_outcome(store, nats_settings, tmp_path):
-    _, cfg = write_tiny_loop(nats_settings.client_url, tmp_path)
+    _, cfg = write_tiny_loop(nats_settings, tmp_path)
     result = {}
 
     async def body(ctx):
@@ -48,7 +48,7 @@ async def test_published_games_replay_into_legal_games_with_their_outcome(store,
 
 
 async def test_a_new_champion_is_picked_up_between_games(store, nats_settings, tmp_path):
-    _, cfg = write_tiny_loop(nats_settings.client_url, tmp_path,
+    _, cfg = write_tiny_loop(nats_settings, tmp_path,
                              selfplay={"games_in_flight": 4})
     game = get_game("tictactoe")
     stop = asyncio.Event()

@@ -1,4 +1,4 @@
-"""The lean bulk connection's framing, fed bytes by hand: deliveries, control messages, acks."""
+"""The lean bulk connection's framing, fed bytes by hand: deliveries and control messages."""
 
 from __future__ import annotations
 
@@ -147,27 +147,3 @@ async def test_a_consumer_status_other_than_100_interrupts():
     with pytest.raises(bulk.Interrupted, match="409") as info:
         proto.finished.result()
     assert info.value.last == 3
-
-
-async def test_acks_settle_by_reply_index_and_late_duplicates_are_ignored():
-    seqs = [0, 0, 0, 0, 5]
-    errors: list = []
-    acks = bulk._Acks(b"_INBOX.ab", seqs, errors, window=10)
-    acks.connection_made(Wire([]))
-    acks.in_flight = 4
-    assert acks.remaining == 4
-
-    def ack(index: int, body: bytes) -> bytes:
-        return b"MSG _INBOX.ab.%d 1 %d\r\n%s\r\n" % (index, len(body), body)
-
-    acks.data_received(
-        ack(2, b'{"stream":"GAMES","seq":9}')
-        + ack(0, b'{"stream":"GAMES","seq":7,"duplicate":true}')
-        + ack(2, b'{"stream":"GAMES","seq":99}')
-        + ack(1, b'{"error":{"code":400,"err_code":10054,"description":"bad thing"}}')
-    )
-    assert seqs == [7, -1, 9, 0, 5] and not acks.finished.done()
-    acks.data_received(status(b"503").replace(b"_INBOX.x", b"_INBOX.ab.3"))
-    assert seqs == [7, -1, 9, -1, 5]
-    assert errors == [(1, "bad thing"), (3, "no stream takes this subject")]
-    assert acks.finished.done() and acks.in_flight == 0

@@ -3,20 +3,55 @@ shell's id stamping (decide idempotence)."""
 
 from __future__ import annotations
 
+import typing
+
 from handlers.loop.controller import decide, plan_rollback
 from handlers.runtime.shell import Emit, stamp
-from projections.loop_status import LoopStatus
+from projections.loop_status import LoopStatus, LoopStatusProjection
 from projections.models import ModelRegistryProjection, fold_numbered
 from streams import commands as cmd
 from streams import events as ev
 
 
-def test_halt_when_running_is_accepted_with_its_effect():
-    c = cmd.HaltLoop.new("r", by="ops", reason="bad data")
+def test_stop_when_running_is_accepted_with_its_effect():
+    c = cmd.StopLoop.new("r", by="ops", reason="maintenance")
     out = decide(LoopStatus(state="running"), c)
-    assert [type(e) for e in out] == [ev.LoopHalted, ev.CommandAccepted]
-    assert out[0].reason == "bad data" and out[1].command_id == c.id
+    assert [type(e) for e in out] == [ev.LoopStopRequested, ev.CommandAccepted]
+    assert out[0].reason == "maintenance" and out[1].command_id == c.id
     assert all(e.correlation_id == c.id for e in out)
+    [rejected] = decide(LoopStatus(state="stopping"), c)
+    assert isinstance(rejected, ev.CommandRejected) and "stopping" in rejected.reason
+
+
+def test_only_the_commands_something_sends_exist():
+    # start launches the supervisor and halt is a direct append: neither is a command
+    assert {t.__struct_config__.tag for t in typing.get_args(cmd.AnyCommand)} == {
+        "command.stop", "command.resume", "command.promote", "command.rollback"}
+
+
+def _halts(*events: ev.Event) -> LoopStatus:
+    """The loop status after ``events`` at sequences 1, 2, ... (as the runner folds them)."""
+    projection, state = LoopStatusProjection(), LoopStatusProjection().initial()
+    for seq, event in enumerate(events, 1):
+        state = projection.apply_at(state, event, seq)
+    return state
+
+
+def test_a_resume_lifts_only_the_halt_it_names():
+    first = _halts(ev.LoopStarted.new("r"), ev.LoopHalted.new("r", by="alice"))
+    assert first.halted and first.halt_seq == 2
+    out = decide(first, cmd.ResumeLoop.new("r", by="alice", halt_seq=2))
+    assert [type(e) for e in out] == [ev.LoopResumed, ev.CommandAccepted]
+    # bob halts again while alice's resume is still queued: bob's halt wins
+    second = _halts(ev.LoopStarted.new("r"), ev.LoopHalted.new("r", by="alice"),
+                    ev.LoopHalted.new("r", by="bob", reason="bad games"))
+    assert second.halt_seq == 3 and second.halted_by == "bob" and second.halts == 2
+    [stale] = decide(second, cmd.ResumeLoop.new("r", by="alice", halt_seq=2))
+    assert isinstance(stale, ev.CommandRejected)
+    assert "#3 by bob (bad games)" in stale.reason and "names (#2)" in stale.reason
+    [unnamed] = decide(second, cmd.ResumeLoop.new("r"))
+    assert isinstance(unnamed, ev.CommandRejected) and "names (#0)" in unnamed.reason
+    assert isinstance(decide(second, cmd.ResumeLoop.new("r", halt_seq=3))[0], ev.LoopResumed)
 
 
 def test_business_no_is_a_rejection_event():
@@ -26,13 +61,13 @@ def test_business_no_is_a_rejection_event():
 
 
 def test_stamped_ids_derive_from_the_cause_only():
-    c = cmd.HaltLoop.new("r")
+    c = cmd.StopLoop.new("r")
     status = LoopStatus(state="running")
     first = stamp(decide(status, c), c, "controller")
     again = stamp(decide(status, c), c, "controller")  # redone after a crash
     assert [e.event.id for e in first] == [e.event.id for e in again]
     assert len({e.event.id for e in first}) == len(first)
-    other = stamp(decide(status, cmd.HaltLoop.new("r")), c, "other-handler")
+    other = stamp(decide(status, cmd.StopLoop.new("r")), c, "other-handler")
     assert {e.event.id for e in other}.isdisjoint(e.event.id for e in first)
 
 
@@ -96,3 +131,14 @@ def test_a_rollback_target_that_is_not_an_effective_earlier_promotion_is_refused
     assert "no champion" in plan_rollback(_registry())
     [rejected] = decide(LoopStatus(), cmd.RollbackChampion.new("r", to_promotion_seq=4), rolled)
     assert isinstance(rejected, ev.CommandRejected) and "not effective" in rejected.reason
+
+
+def test_back_one_step_is_refused_when_a_decision_landed_after_the_one_its_sender_saw():
+    registry = _line()  # the champion aggregate's last event is b's promotion, #5
+    [moved] = decide(LoopStatus(), cmd.RollbackChampion.new("r", champion_seq=4), registry)
+    assert isinstance(moved, ev.CommandRejected) and "changed while it was planned" in moved.reason
+    seen = decide(LoopStatus(), cmd.RollbackChampion.new("r", champion_seq=5), registry)
+    assert isinstance(seen[0], Emit) and seen[0].event.model_id == "a"
+    # a named target means the same after any decision: planned on the state as it is
+    named = decide(LoopStatus(), cmd.RollbackChampion.new("r", to_promotion_seq=4, champion_seq=1), registry)
+    assert isinstance(named[0], Emit) and named[0].event.to_promotion_seq == 4

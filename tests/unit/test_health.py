@@ -23,19 +23,14 @@ from handlers.loop.health import (
     health_inputs,
     run_checks,
 )
-from handlers.loop.metrics import (
-    RECENT_GAMES,
-    GameTally,
-    GameTallyProjection,
-    LiveReadings,
-    metric_families,
-)
+from handlers.loop.metrics import LiveReadings, metric_families
 from projections.base import fold
 from projections.journal import JournalProjection
 from projections.loop_status import LoopStatus, LoopStatusProjection
 from projections.matches import MatchesProjection
 from projections.models import ModelRegistryProjection, fold_numbered
 from projections.ratings import RatingsProjection
+from projections.tally import RECENT_GAMES, GameTally, GameTallyProjection
 from streams import events as ev
 from streams.games import GameFinished
 from streams.kv import Heartbeat
@@ -199,10 +194,11 @@ def _game(t, moves=(0, 1, 2)):
 def test_consecutive_rejections_count_since_the_last_promotion():
     registry = fold_numbered(ModelRegistryProjection(), [
         (1, _checkpoint("m0", 0, 0)),
-        (2, ev.CandidateRejected.new(RUN, model_id="m1", reason="weak")),
-        (3, ev.CandidatePromoted.new(RUN, model_id="m2", generation=1)),
-        (4, ev.CandidateRejected.new(RUN, model_id="m3", reason="weak")),
-        (5, ev.CandidateRejected.new(RUN, model_id="m4", reason="weak")),
+        *((1 + i, _checkpoint(f"m{i}", i, i)) for i in range(1, 5)),  # decisions need checkpoints
+        (6, ev.CandidateRejected.new(RUN, model_id="m1", reason="weak")),
+        (7, ev.CandidatePromoted.new(RUN, model_id="m2", generation=1)),
+        (8, ev.CandidateRejected.new(RUN, model_id="m3", reason="weak")),
+        (9, ev.CandidateRejected.new(RUN, model_id="m4", reason="weak")),
     ])
     assert consecutive_rejections(registry) == 2
     assert consecutive_rejections(None) == 0
