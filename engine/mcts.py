@@ -68,15 +68,6 @@ DEFAULT_CONNECT4_SEARCH = SearchSettings(
     temperature=1.0,
     temperature_moves=10,
 )
-# Tic-tac-toe: a 9-move game needs few simulations.
-DEFAULT_TICTACTOE_SEARCH = SearchSettings(
-    simulations=48,
-    c_puct=1.0,
-    dirichlet_alpha=1.0,
-    dirichlet_fraction=0.25,
-    temperature=1.0,
-    temperature_moves=3,
-)
 
 
 class Evaluator(Protocol):

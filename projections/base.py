@@ -21,6 +21,10 @@ class Projection(Protocol[S]):
     name: str
     stream: str
     state_type: Any  # the type of the state, for decoding snapshots
+    # the fold's version, part of its snapshot key (``streams.names.snapshot_key``): bumped
+    # whenever the state's layout or the fold's rules change, so that a snapshot written by
+    # older code is never read as current state (the state is rebuilt from the log instead)
+    version: int | str
 
     def initial(self) -> S: ...
 
@@ -47,6 +51,7 @@ class BaseProjection(Generic[S]):
     name = "base"
     stream = names.EVENTS
     state_type: Any = None
+    version: int | str = 1
     handlers: ClassVar[dict[str, str]] = {}  # tag -> name of the method folding it
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

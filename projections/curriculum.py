@@ -6,10 +6,15 @@ follows the model registry's rules: the first generation-0 checkpoint, then each
 ``candidate.promoted``, and after ``champion.rolled_back`` the model of the promotion rolled
 back to — so a rollback can bring an earlier stage back. ``selfplay_settings_for`` turns a
 stage into the engine's selfplay settings (the network never changes with the stage).
+
+The fold is linear in the events (checkpoints and promotions in persistent maps,
+``projections.persistent``). Its version carries a digest of the stages, so a snapshot taken
+under other stages is never read as this curriculum's state.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -19,6 +24,7 @@ from engine.games import get_game
 from engine.mcts import SearchSettings
 from engine.openings import openings_for
 from engine.selfplay import SelfplaySettings
+from projections import persistent
 from projections.base import BaseProjection
 from streams import events as ev
 from streams.envelope import Event
@@ -74,13 +80,14 @@ class StageChange(msgspec.Struct, frozen=True, kw_only=True):
     cause: str  # initial | promotion | rollback
 
 
-class CurriculumState(msgspec.Struct, frozen=True, kw_only=True):
+# forbid_unknown_fields: a snapshot of the v1 layout does not decode
+class CurriculumState(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     stage_index: int = 0
     stage: str = ""
     champion: str = ""
     generation: int = 0  # the effective champion's generation
-    generations: dict[str, int] = {}  # every checkpoint's generation
-    promotions: dict[int, str] = {}  # sequence of each promotion (initial included) -> model
+    generations: persistent.Levels[str, int] = ()  # every checkpoint's generation
+    promotions: persistent.Levels[int, str] = ()  # sequence of each promotion (initial included) -> model
     changes: tuple[StageChange, ...] = ()
     last_seq: int = 0
 
@@ -93,6 +100,15 @@ def stage_index_for(stages: Sequence[Any], generation: int) -> int:
     return len(stages) - 1
 
 
+VERSION = 2  # v2: persistent maps (a linear fold)
+
+
+def stages_digest(stages: Sequence[Any]) -> str:
+    """A short digest of the stages' names and ends: what the fold's results depend on."""
+    text = repr([(stage.name, stage.until_generation) for stage in stages])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 class CurriculumProjection(BaseProjection[CurriculumState]):
     name = "curriculum"
     state_type = CurriculumState
@@ -102,6 +118,9 @@ class CurriculumProjection(BaseProjection[CurriculumState]):
         if stages is not None and not stages:
             raise ValueError("a curriculum needs at least one stage")
         self.stages = list(stages) if stages is not None else [_OneStage()]
+        # a snapshot holds stage indices and names of these stages: one taken under other
+        # stages is another version (the snapshot key carries the digest)
+        self.version = f"{VERSION}-{stages_digest(self.stages)}"
 
     def initial(self) -> CurriculumState:
         return CurriculumState(stage_index=0, stage=self.stages[0].name)
@@ -114,22 +133,22 @@ class CurriculumProjection(BaseProjection[CurriculumState]):
             case ev.CheckpointSaved():
                 s = msgspec.structs.replace(
                     state,
-                    generations={**state.generations, event.model_id: event.generation},
+                    generations=persistent.put(state.generations, event.model_id, event.generation),
                     last_seq=max(seq, state.last_seq),
                 )
                 if state.champion or state.promotions or event.generation != 0:
                     return s
-                s = msgspec.structs.replace(s, promotions={seq: event.model_id})
+                s = msgspec.structs.replace(s, promotions=persistent.put((), seq, event.model_id))
                 return self._crown(s, event, seq, event.model_id, 0, "initial")
-            case ev.CandidatePromoted() if event.model_id in state.generations:
-                generation = state.generations[event.model_id]
-                s = msgspec.structs.replace(state, promotions={**state.promotions, seq: event.model_id})
+            case ev.CandidatePromoted() if persistent.contains(state.generations, event.model_id):
+                generation = persistent.get(state.generations, event.model_id)
+                s = msgspec.structs.replace(state, promotions=persistent.put(state.promotions, seq, event.model_id))
                 return self._crown(s, event, seq, event.model_id, generation, "promotion")
-            case ev.ChampionRolledBack() if event.to_promotion_seq in state.promotions:
+            case ev.ChampionRolledBack() if persistent.contains(state.promotions, event.to_promotion_seq):
                 # refused like the model registry refuses them: a model with no checkpoint, a
                 # rollback to no promotion (projections.models)
-                model = state.promotions[event.to_promotion_seq]
-                generation = state.generations.get(model, 0)
+                model = persistent.get(state.promotions, event.to_promotion_seq)
+                generation = persistent.get(state.generations, model, 0)
                 return self._crown(state, event, seq, model, generation, "rollback")
         return state
 

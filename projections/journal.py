@@ -39,6 +39,7 @@ def _push(notes: tuple[Note, ...], note: Note) -> tuple[Note, ...]:
 
 class JournalProjection(BaseProjection[Journal]):
     name = "journal"
+    version = 2  # v2: poison counted once per stored message (poison_keys)
     state_type = Journal
 
     def initial(self) -> Journal:

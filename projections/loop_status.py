@@ -39,6 +39,7 @@ class LoopStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 class LoopStatusProjection(BaseProjection[LoopStatus]):
     name = "loop_status"
+    version = 2  # v2: halt_seq (the sequence of the latest halt)
     state_type = LoopStatus
 
     def initial(self) -> LoopStatus:
@@ -53,30 +54,30 @@ class LoopStatusProjection(BaseProjection[LoopStatus]):
     def _to(s: LoopStatus, e: ev._Loop, state: str) -> LoopStatus:
         return msgspec.structs.replace(s, state=state, since=e.time, by=e.by, reason=e.reason)
 
-    def on_LoopStarted(self, s: LoopStatus, e: ev.LoopStarted) -> LoopStatus:
+    def on_loop_started(self, s: LoopStatus, e: ev.LoopStarted) -> LoopStatus:
         return msgspec.structs.replace(
             self._to(s, e, "running"), started_at=e.time, starts=s.starts + 1, config=e.config
         )
 
-    def on_LoopHalted(self, s: LoopStatus, e: ev.LoopHalted) -> LoopStatus:
+    def on_loop_halted(self, s: LoopStatus, e: ev.LoopHalted) -> LoopStatus:
         return msgspec.structs.replace(
             s, halted=True, halted_since=e.time, halted_by=e.by, halt_reason=e.reason,
             halt_automatic=e.automatic, halts=s.halts + 1,
         )
 
-    def on_LoopResumed(self, s: LoopStatus, e: ev.LoopResumed) -> LoopStatus:
+    def on_loop_resumed(self, s: LoopStatus, e: ev.LoopResumed) -> LoopStatus:
         return msgspec.structs.replace(
             s, halted=False, halted_since=e.time, halted_by=e.by, halt_reason=e.reason,
             halt_automatic=False,
         )
 
-    def on_LoopStopRequested(self, s: LoopStatus, e: ev.LoopStopRequested) -> LoopStatus:
+    def on_loop_stop_requested(self, s: LoopStatus, e: ev.LoopStopRequested) -> LoopStatus:
         return self._to(s, e, "stopping")
 
-    def on_LoopStopped(self, s: LoopStatus, e: ev.LoopStopped) -> LoopStatus:
+    def on_loop_stopped(self, s: LoopStatus, e: ev.LoopStopped) -> LoopStatus:
         return self._to(s, e, "stopped")
 
-    def on_ProcessRestarted(self, s: LoopStatus, e: ev.ProcessRestarted) -> LoopStatus:
+    def on_process_restarted(self, s: LoopStatus, e: ev.ProcessRestarted) -> LoopStatus:
         return msgspec.structs.replace(
             s, restarts=s.restarts + 1, last_restart=f"{e.process} (exit {e.exit_code})"
         )

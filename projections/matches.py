@@ -3,19 +3,28 @@
 A pair is counted once by its index (a unit redone by a second worker changes nothing) and
 only while the match is open; pairs that arrive after ``match.completed`` are tallied as
 ``late_pairs``. Figures come from the engine's rating math on the pentanomial counts from
-the candidate's point of view. ``match_decision`` says whether a match should complete now
-(its SPRT decided, or ``max_pairs`` reached) and with which ``match.completed`` fields.
+the candidate's point of view.
+
+The fold is linear in the events: matches sit in a persistent map (``projections.persistent``),
+the pairs counted in a bit mask, and an open match's Elo and SPRT figures are computed from
+its counts when first read (``MatchState.figures``, kept with that state), not at each pair;
+a completed match keeps the figures of its ``match.completed``. ``match_decision`` says whether a
+match should complete now (its SPRT decided, or ``max_pairs`` reached) and with which
+``match.completed`` fields.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, cast
 
 import msgspec
 
 from engine.rating import elo_from_pentanomial, sprt, wald_bounds
 from engine.sprt import Model
+from projections import persistent
 from projections.base import BaseProjection
 from streams import events as ev
 
@@ -25,10 +34,12 @@ __all__ = [
     "REFERENCE",
     "REGRESSION",
     "WATCH",
+    "MatchFigures",
     "MatchState",
     "Matches",
     "MatchesProjection",
     "candidate_matches",
+    "live_figures",
     "match_decision",
 ]
 
@@ -37,10 +48,9 @@ CANDIDATE_PURPOSES = (GATE, REGRESSION, REFERENCE)  # the matches that judge a c
 EMPTY_COUNTS = (0, 0, 0, 0, 0)
 
 
-class MatchState(msgspec.Struct, frozen=True, kw_only=True):
-    scheduled: ev.MatchScheduled
-    pairs_counted: frozenset[int] = frozenset()
-    pentanomial: tuple[int, int, int, int, int] = EMPTY_COUNTS
+class MatchFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """Elo ± interval, LOS and the SPRT's standing of a match's counts."""
+
     elo: float = 0.0
     ci95: float = math.inf
     los: float = 0.5
@@ -49,12 +59,32 @@ class MatchState(msgspec.Struct, frozen=True, kw_only=True):
     upper: float = 0.0
     sprt_verdict: str = "continue"  # continue | accept | reject
     sprt_error: str = ""  # set when the match's SPRT parameters are unusable
+
+
+def _counted(mask: bytes, index: int) -> bool:
+    byte = index >> 3
+    return byte < len(mask) and bool(mask[byte] >> (index & 7) & 1)
+
+
+def _with(mask: bytes, index: int) -> bytes:
+    byte = index >> 3
+    grown = mask if byte < len(mask) else mask + bytes(byte + 1 - len(mask))
+    return grown[:byte] + bytes((grown[byte] | 1 << (index & 7),)) + grown[byte + 1 :]
+
+
+# dict=True: the figures of an open match are computed when first read and kept with that
+# state (cached_property); forbid_unknown_fields: a snapshot of the v1 layout does not decode.
+class MatchState(msgspec.Struct, frozen=True, kw_only=True, dict=True, forbid_unknown_fields=True):
+    scheduled: ev.MatchScheduled
+    counted: bytes = b""  # bit i set: pair i is counted
+    pentanomial: tuple[int, int, int, int, int] = EMPTY_COUNTS
     ignored_pairs: int = 0  # malformed reports: index out of range, bad category
     late_pairs: int = 0
     completed: bool = False
     verdict: str = ""  # accept | reject | inconclusive, once completed
     reason: str = ""
     completed_at: float = 0.0
+    final: MatchFigures | None = None  # the figures as completed (set once completed)
 
     @property
     def match_id(self) -> str:
@@ -76,56 +106,112 @@ class MatchState(msgspec.Struct, frozen=True, kw_only=True):
     def pairs(self) -> int:
         return sum(self.pentanomial)
 
+    def is_counted(self, pair_index: int) -> bool:
+        return pair_index >= 0 and _counted(self.counted, pair_index)
 
-class Matches(msgspec.Struct, frozen=True, kw_only=True):
-    matches: dict[str, MatchState] = {}
+    @property
+    def pairs_counted(self) -> frozenset[int]:
+        """The indices of the pairs counted."""
+        mask = self.counted
+        return frozenset(i for i in range(8 * len(mask)) if mask[i >> 3] >> (i & 7) & 1)
+
+    @cached_property
+    def figures(self) -> MatchFigures:
+        """The completed figures, or those of the counts so far (computed once per state)."""
+        return self.final if self.final is not None else live_figures(self.pentanomial, self.scheduled.sprt)
+
+    @property
+    def elo(self) -> float:
+        return self.figures.elo
+
+    @property
+    def ci95(self) -> float:
+        return self.figures.ci95
+
+    @property
+    def los(self) -> float:
+        return self.figures.los
+
+    @property
+    def llr(self) -> float:
+        return self.figures.llr
+
+    @property
+    def lower(self) -> float:
+        return self.figures.lower
+
+    @property
+    def upper(self) -> float:
+        return self.figures.upper
+
+    @property
+    def sprt_verdict(self) -> str:
+        return self.figures.sprt_verdict
+
+    @property
+    def sprt_error(self) -> str:
+        return self.figures.sprt_error
+
+
+class Matches(msgspec.Struct, frozen=True, kw_only=True, dict=True, forbid_unknown_fields=True):
+    by_id: persistent.Levels[str, MatchState] = ()  # match id -> state, in scheduling order
+
+    @cached_property
+    def matches(self) -> Mapping[str, MatchState]:
+        """Every match by id, in scheduling order."""
+        return persistent.View(self.by_id)
 
     def get(self, match_id: str) -> MatchState | None:
-        return self.matches.get(match_id)
+        return persistent.get(self.by_id, match_id)
 
 
-def _figures(counts: tuple[int, ...], params: ev.SprtParams) -> dict[str, Any]:
-    """Elo, interval, LOS and SPRT figures of ``counts`` under ``params``."""
+def live_figures(counts: tuple[int, ...], params: ev.SprtParams) -> MatchFigures:
+    """Elo, interval, LOS and SPRT figures of ``counts`` under ``params``.
+
+    With no pairs: no Elo (0 ± inf, LOS 0.5), LLR 0 within the Wald bounds. When the SPRT
+    cannot be computed (parameters unusable, or a hypothesis these counts cannot fit), the
+    error is given, the verdict is ``continue``, the LLR is 0 and the bounds are Wald's (0 if
+    they are unusable too).
+    """
     out: dict[str, Any] = {}
-    if sum(counts):
-        est = elo_from_pentanomial(counts)
-        out.update(elo=est.elo, ci95=est.ci95, los=est.los)
+    try:
+        out["lower"], out["upper"] = wald_bounds(params.alpha, params.beta)
+    except ValueError as exc:
+        out["sprt_error"] = str(exc)
+    if not sum(counts):
+        return MatchFigures(**out)
+    est = elo_from_pentanomial(counts)
+    out.update(elo=est.elo, ci95=est.ci95, los=est.los)
     try:
         model = cast(Model, params.model)  # checked by sprt()
         result = sprt(counts, params.elo0, params.elo1, params.alpha, params.beta, model)
     except ValueError as exc:
         out.update(sprt_error=str(exc), sprt_verdict="continue")
     else:
-        out.update(
-            llr=result.llr, lower=result.lower, upper=result.upper, sprt_verdict=result.verdict, sprt_error=""
-        )
-    return out
+        out.update(llr=result.llr, lower=result.lower, upper=result.upper, sprt_verdict=result.verdict,
+                   sprt_error="")
+    return MatchFigures(**out)
 
 
 class MatchesProjection(BaseProjection[Matches]):
     name = "matches"
+    version = 2  # v2: persistent map, figures computed when read, pairs as a bit mask
     state_type = Matches
 
     def initial(self) -> Matches:
         return Matches()
 
     def _put(self, s: Matches, m: MatchState) -> Matches:
-        return msgspec.structs.replace(s, matches={**s.matches, m.match_id: m})
+        return Matches(by_id=persistent.put(s.by_id, m.match_id, m))
 
-    def on_MatchScheduled(self, s: Matches, e: ev.MatchScheduled) -> Matches:
-        if e.match_id in s.matches:  # scheduled again (a redone decision): first one wins
+    def on_match_scheduled(self, s: Matches, e: ev.MatchScheduled) -> Matches:
+        if persistent.contains(s.by_id, e.match_id):  # scheduled again (a redone decision): first one wins
             return s
-        m = MatchState(scheduled=e)
-        try:
-            lower, upper = wald_bounds(e.sprt.alpha, e.sprt.beta)
-            m = msgspec.structs.replace(m, lower=lower, upper=upper)
-        except ValueError as exc:
-            m = msgspec.structs.replace(m, sprt_error=str(exc))
-        return self._put(s, m)
+        return self._put(s, MatchState(scheduled=e))
 
-    def on_MatchPairPlayed(self, s: Matches, e: ev.MatchPairPlayed) -> Matches:
-        m = s.matches.get(e.match_id)
-        if m is None or e.pair_index in m.pairs_counted:
+    def on_match_pair_played(self, s: Matches, e: ev.MatchPairPlayed) -> Matches:
+        m = s.get(e.match_id)
+        if m is None or m.is_counted(e.pair_index):
             return s
         if m.completed:
             return self._put(s, msgspec.structs.replace(m, late_pairs=m.late_pairs + 1))
@@ -134,36 +220,23 @@ class MatchesProjection(BaseProjection[Matches]):
         counts = list(m.pentanomial)
         counts[e.pentanomial] += 1
         penta = (counts[0], counts[1], counts[2], counts[3], counts[4])
-        return self._put(
-            s,
-            msgspec.structs.replace(
-                m,
-                pairs_counted=m.pairs_counted | {e.pair_index},
-                pentanomial=penta,
-                **_figures(penta, m.scheduled.sprt),
-            ),
-        )
+        return self._put(s, msgspec.structs.replace(m, counted=_with(m.counted, e.pair_index), pentanomial=penta))
 
-    def on_MatchCompleted(self, s: Matches, e: ev.MatchCompleted) -> Matches:
-        m = s.matches.get(e.match_id)
+    def on_match_completed(self, s: Matches, e: ev.MatchCompleted) -> Matches:
+        m = s.get(e.match_id)
         if m is None or m.completed:  # first completion wins; repeats change nothing
             return s
-        fields: dict[str, Any] = dict(
-            completed=True,
-            verdict=e.verdict,
-            reason=e.reason,
-            completed_at=e.time,
-            elo=e.elo,
-            ci95=e.elo_ci95,
-            llr=e.llr,
-            lower=e.lower,
-            upper=e.upper,
-        )
+        live = m.figures  # what the figures stood at: kept where the event does not say
+        fields: dict[str, Any] = dict(completed=True, verdict=e.verdict, reason=e.reason, completed_at=e.time)
+        los = live.los
         if len(e.pentanomial) == 5 and all(c >= 0 for c in e.pentanomial):
             penta = tuple(e.pentanomial)
             fields["pentanomial"] = penta
             if sum(penta):
-                fields["los"] = elo_from_pentanomial(penta).los
+                los = elo_from_pentanomial(penta).los
+        fields["final"] = msgspec.structs.replace(
+            live, elo=e.elo, ci95=e.elo_ci95, llr=e.llr, lower=e.lower, upper=e.upper, los=los
+        )
         return self._put(s, msgspec.structs.replace(m, **fields))
 
 

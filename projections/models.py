@@ -24,14 +24,21 @@ Rules of the fold:
   uses 0. ``champion_last_seq`` is the last sequence on the ``champion`` aggregate, the
   expectation a promoter appends under; the runner's ``note_subject`` moves it for whatever
   is stored there, poison and refused decisions included.
+
+The fold is linear in the events: checkpoints, evaluations and decided models sit in
+persistent maps (``projections.persistent``; ``models`` and ``evaluations`` are read-only
+mappings over them). Promotions, rejections and rollbacks stay tuples: they grow by one per
+decision, a small fraction of the events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from functools import cached_property
 
 import msgspec
 
+from projections import persistent
 from projections.base import BaseProjection
 from projections.matches import CANDIDATE_PURPOSES
 from streams import events as ev
@@ -135,22 +142,42 @@ class Evaluation(msgspec.Struct, frozen=True, kw_only=True):
         return len(self.matches) >= max(self.expected, 1)
 
 
-class ModelRegistry(msgspec.Struct, frozen=True, kw_only=True):
-    models: dict[str, ModelRecord] = {}
+# dict=True: the views readers see are built once per state, when first read;
+# forbid_unknown_fields: a snapshot of the v1 layout does not decode.
+class ModelRegistry(msgspec.Struct, frozen=True, kw_only=True, dict=True, forbid_unknown_fields=True):
+    model_records: persistent.Levels[str, ModelRecord] = ()  # by model id, in the order saved
     champion: Champion | None = None
     promotions: tuple[Promotion, ...] = ()
     tip: int = -1  # index in ``promotions`` of the champion's promotion
     rejections: tuple[Rejection, ...] = ()
     rollbacks: tuple[Rollback, ...] = ()
-    decided: frozenset[str] = frozenset()
+    decided_ids: persistent.Levels[str, bool] = ()  # every decided model id -> True
     reverted_models: frozenset[str] = frozenset()
-    evaluations: dict[str, Evaluation] = {}
+    evaluation_records: persistent.Levels[str, Evaluation] = ()  # by candidate, in scheduling order
     champion_last_seq: int = 0
     last_seq: int = 0
     refusals: tuple[Refusal, ...] = ()  # the latest KEEP_REFUSALS, oldest first
 
+    @cached_property
+    def models(self) -> Mapping[str, ModelRecord]:
+        """Every checkpoint by model id, in the order saved."""
+        return persistent.View(self.model_records)
+
+    @cached_property
+    def evaluations(self) -> Mapping[str, Evaluation]:
+        """Each candidate's scheduled evaluation matches, in the order first scheduled."""
+        return persistent.View(self.evaluation_records)
+
+    @cached_property
+    def decided(self) -> frozenset[str]:
+        """The models promoted or rejected (``is_decided`` asks about one without a copy)."""
+        return frozenset(persistent.merged(self.decided_ids))
+
     def is_decided(self, model_id: str) -> bool:
-        return model_id in self.decided
+        return persistent.contains(self.decided_ids, model_id)
+
+    def model(self, model_id: str) -> ModelRecord | None:
+        return persistent.get(self.model_records, model_id)
 
 
 def _refuse(s: ModelRegistry, e: Event, seq: int, model_id: str, why: str) -> ModelRegistry:
@@ -203,6 +230,7 @@ def previous_champions(state: ModelRegistry, k: int) -> list[str]:
 
 class ModelRegistryProjection(BaseProjection[ModelRegistry]):
     name = "model_registry"
+    version = 2  # v2: refused decisions, persistent maps (a linear fold)
     state_type = ModelRegistry
 
     def initial(self) -> ModelRegistry:
@@ -255,39 +283,39 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
             saved_seq=seq,
             saved_at=e.time,
         )
-        models = {**s.models, e.model_id: record}
+        models = persistent.put(s.model_records, e.model_id, record)
         if s.champion is None and not s.promotions and e.generation == 0:
             first = Promotion(seq=seq, model_id=e.model_id, generation=0, time=e.time, initial=True)
             return msgspec.structs.replace(
                 s,
-                models=models,
+                model_records=models,
                 promotions=(first,),
                 tip=0,
-                decided=s.decided | {e.model_id},
+                decided_ids=persistent.put(s.decided_ids, e.model_id, True),
                 champion=Champion(model_id=e.model_id, generation=0, promotion_seq=seq, since=e.time),
             )
-        return msgspec.structs.replace(s, models=models)
+        return msgspec.structs.replace(s, model_records=models)
 
     def on_match_scheduled(self, s: ModelRegistry, e: ev.MatchScheduled, seq: int) -> ModelRegistry:
         if e.purpose not in CANDIDATE_PURPOSES or e.candidate.kind != "model":
             return s
         model = e.candidate.model_id
-        current = s.evaluations.get(model, Evaluation())
+        current = persistent.get(s.evaluation_records, model, Evaluation())
         if e.match_id in current.matches:
             return s
         updated = Evaluation(
             matches=(*current.matches, e.match_id), expected=max(current.expected, e.set_size)
         )
-        return msgspec.structs.replace(s, evaluations={**s.evaluations, model: updated})
+        return msgspec.structs.replace(s, evaluation_records=persistent.put(s.evaluation_records, model, updated))
 
     # -- the champion aggregate ----------------------------------------------------------
 
     def _generation(self, s: ModelRegistry, model_id: str, default: int = 0) -> int:
-        record = s.models.get(model_id)
+        record = s.model(model_id)
         return record.generation if record is not None else default
 
     def on_candidate_promoted(self, s: ModelRegistry, e: ev.CandidatePromoted, seq: int) -> ModelRegistry:
-        if e.model_id not in s.models:
+        if s.model(e.model_id) is None:
             return _refuse(s, e, seq, e.model_id, f"promotes {e.model_id!r}, which has no checkpoint")
         generation = self._generation(s, e.model_id, e.generation)
         previous = e.previous_champion or (s.champion.model_id if s.champion else "")
@@ -304,18 +332,18 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
             promotions=(*s.promotions, promotion),
             tip=len(s.promotions),
             champion=Champion(model_id=e.model_id, generation=generation, promotion_seq=seq, since=e.time),
-            decided=s.decided | {e.model_id},
+            decided_ids=persistent.put(s.decided_ids, e.model_id, True),
             champion_last_seq=max(seq, s.champion_last_seq),
         )
 
     def on_candidate_rejected(self, s: ModelRegistry, e: ev.CandidateRejected, seq: int) -> ModelRegistry:
-        if e.model_id not in s.models:
+        if s.model(e.model_id) is None:
             return _refuse(s, e, seq, e.model_id, f"rejects {e.model_id!r}, which has no checkpoint")
         rejection = Rejection(seq=seq, model_id=e.model_id, reason=e.reason, time=e.time)
         return msgspec.structs.replace(
             s,
             rejections=(*s.rejections, rejection),
-            decided=s.decided | {e.model_id},
+            decided_ids=persistent.put(s.decided_ids, e.model_id, True),
             champion_last_seq=max(seq, s.champion_last_seq),
         )
 

@@ -14,15 +14,20 @@ Rules of the fold:
   an open training is the trainer's to retry. A newer training supersedes an open one.
 - :func:`training_window` picks the newest shards up to the window size (fixed, or growing
   as a power of the pool's size) and leaves out shards played by reverted models.
+
+The fold is linear in the events: shards, ranges and trainings sit in persistent collections
+(``projections.persistent``); the tuples readers see are built when first read.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from functools import cached_property
 from typing import Any, Protocol
 
 import msgspec
 
+from projections import persistent
 from projections.base import BaseProjection
 from streams import events as ev
 from streams.envelope import Event
@@ -82,52 +87,77 @@ class Training(msgspec.Struct, frozen=True, kw_only=True):
         return self.outcome == OPEN
 
 
-class Pool(msgspec.Struct, frozen=True, kw_only=True):
-    shards: tuple[Shard, ...] = ()  # in the order synced, newest last
-    ranges: tuple[tuple[int, int], ...] = ()  # distinct batch ranges, sorted
+def _range_key(first: int, last: int) -> str:
+    return f"{first}:{last}"
+
+
+# dict=True: the tuples readers see (shards, ranges, trainings) are built once per state, when
+# first read; forbid_unknown_fields: a snapshot of the v1 layout does not decode.
+class Pool(msgspec.Struct, frozen=True, kw_only=True, dict=True, forbid_unknown_fields=True):
+    shard_seq: persistent.Seq[Shard] = ()  # in the order synced, newest last
+    shard_ids: persistent.Levels[str, Shard] = ()  # the newest shard of each id
+    range_set: persistent.Seq[tuple[int, int]] = ()  # distinct batch ranges (a sorted set)
+    range_shards: persistent.Levels[str, tuple[tuple[str, tuple[str, ...]], ...]] = ()  # (id, models)
     games: int = 0
     positions: int = 0
     positions_since_training: int = 0
-    trainings: tuple[Training, ...] = ()
+    training_ids: persistent.Levels[str, Training] = ()  # by id, in the order started
+    last_training: str = ""  # the id of the latest training
     ignored_batches: int = 0
     last_seq: int = 0
 
+    @cached_property
+    def shards(self) -> tuple[Shard, ...]:
+        """Every shard, in the order synced, newest last."""
+        return persistent.items(self.shard_seq)
+
+    @cached_property
+    def ranges(self) -> tuple[tuple[int, int], ...]:
+        """The distinct batch ranges, sorted."""
+        return persistent.sorted_items(self.range_set)
+
+    @cached_property
+    def trainings(self) -> tuple[Training, ...]:
+        """Every training, in the order started."""
+        return tuple(persistent.merged(self.training_ids).values())
+
+    @property
+    def shard_count(self) -> int:
+        return sum(len(level) for level in self.shard_seq)
+
     @property
     def last_shard(self) -> Shard | None:
-        return self.shards[-1] if self.shards else None
+        return persistent.last(self.shard_seq)
 
     @property
     def open_training(self) -> Training | None:
         """The last training if it has neither a checkpoint nor a failure yet."""
-        if self.trainings and self.trainings[-1].open:
-            return self.trainings[-1]
-        return None
+        last = self.training(self.last_training) if self.last_training else None
+        return last if last is not None and last.open else None
 
     def shard(self, shard_id: str) -> Shard | None:
-        return next((s for s in reversed(self.shards) if s.shard_id == shard_id), None)
+        return persistent.get(self.shard_ids, shard_id)
 
     def training(self, training_id: str) -> Training | None:
-        return next((t for t in reversed(self.trainings) if t.training_id == training_id), None)
+        return persistent.get(self.training_ids, training_id)
 
 
-def _holds(ranges: tuple[tuple[int, int], ...], key: tuple[int, int]) -> bool:
-    i = bisect_left(ranges, key)
-    return i < len(ranges) and ranges[i] == key
-
-
-def _overlaps(ranges: tuple[tuple[int, int], ...], first: int, last: int) -> bool:
-    """Whether [first, last] overlaps a held range other than exactly (first, last)."""
-    i = bisect_left(ranges, (first, last))
-    for j in (i - 1, i, i + 1):
-        if 0 <= j < len(ranges):
-            a, b = ranges[j]
-            if (a, b) != (first, last) and a <= last and first <= b:
-                return True
+def _overlaps(ranges: persistent.Seq[tuple[int, int]], first: int, last: int) -> bool:
+    """Whether [first, last] overlaps a held range other than exactly (first, last). Held ranges
+    are disjoint, so in each sorted level only the neighbours of (first, last) can."""
+    for level in ranges:
+        i = bisect_left(level, (first, last))
+        for j in (i - 1, i, i + 1):
+            if 0 <= j < len(level):
+                a, b = level[j]
+                if (a, b) != (first, last) and a <= last and first <= b:
+                    return True
     return False
 
 
 class PoolProjection(BaseProjection[Pool]):
     name = "pool"
+    version = 2  # v2: persistent collections (linear fold), handlers in the tag style
     state_type = Pool
 
     def initial(self) -> Pool:
@@ -143,16 +173,13 @@ class PoolProjection(BaseProjection[Pool]):
         new = method(state, event, seq)
         return new if new is state else msgspec.structs.replace(new, last_seq=max(seq, state.last_seq))
 
-    def on_PoolBatchSynced(self, s: Pool, e: ev.PoolBatchSynced, seq: int) -> Pool:
+    def on_pool_batch_synced(self, s: Pool, e: ev.PoolBatchSynced, seq: int) -> Pool:
         first, last = e.games_first_seq, e.games_last_seq
         models = tuple(e.models)
-        known = _holds(s.ranges, (first, last))
-        repeated = known and any(
-            x.shard_id == e.shard_id or x.models == models
-            for x in reversed(s.shards)
-            if (x.games_first_seq, x.games_last_seq) == (first, last)
-        )
-        if last < first or repeated or _overlaps(s.ranges, first, last):
+        key = _range_key(first, last)
+        held = persistent.get(s.range_shards, key)
+        repeated = held is not None and any(sid == e.shard_id or m == models for sid, m in held)
+        if last < first or repeated or _overlaps(s.range_set, first, last):
             return msgspec.structs.replace(s, ignored_batches=s.ignored_batches + 1)
         shard = Shard(
             shard_id=e.shard_id,
@@ -167,25 +194,25 @@ class PoolProjection(BaseProjection[Pool]):
             seq=seq,
             time=e.time,
         )
-        ranges = s.ranges
-        if not known:
-            i = bisect_left(ranges, (first, last))
-            ranges = (*ranges[:i], (first, last), *ranges[i:])
         return msgspec.structs.replace(
             s,
-            shards=(*s.shards, shard),
-            ranges=ranges,
+            shard_seq=persistent.append(s.shard_seq, shard),
+            shard_ids=persistent.put(s.shard_ids, e.shard_id, shard),
+            range_set=s.range_set if held is not None else persistent.add_sorted(s.range_set, (first, last)),
+            range_shards=persistent.put(s.range_shards, key, (*(held or ()), (e.shard_id, models))),
             games=s.games + e.games,
             positions=s.positions + e.positions,
             positions_since_training=s.positions_since_training + e.positions,
         )
 
-    def on_TrainingStarted(self, s: Pool, e: ev.TrainingStarted, seq: int) -> Pool:
+    def on_training_started(self, s: Pool, e: ev.TrainingStarted, seq: int) -> Pool:
         if s.training(e.id) is not None:
             return s
-        trainings = s.trainings
-        if trainings and trainings[-1].open:
-            trainings = (*trainings[:-1], msgspec.structs.replace(trainings[-1], outcome=SUPERSEDED))
+        trainings = s.training_ids
+        current = s.open_training
+        if current is not None:
+            trainings = persistent.put(trainings, current.training_id,
+                                       msgspec.structs.replace(current, outcome=SUPERSEDED))
         training = Training(
             training_id=e.id,
             seq=seq,
@@ -197,22 +224,20 @@ class PoolProjection(BaseProjection[Pool]):
             samples_planned=e.samples_planned,
             new_positions=s.positions_since_training,
         )
-        return msgspec.structs.replace(s, trainings=(*trainings, training), positions_since_training=0)
+        return msgspec.structs.replace(s, training_ids=persistent.put(trainings, e.id, training),
+                                       last_training=e.id, positions_since_training=0)
 
     def _close(self, s: Pool, training_id: str, outcome: str, model_id: str = "") -> Pool:
-        for i in range(len(s.trainings) - 1, -1, -1):
-            t = s.trainings[i]
-            if t.training_id == training_id:
-                if not t.open:
-                    return s
-                closed = msgspec.structs.replace(t, outcome=outcome, model_id=model_id)
-                return msgspec.structs.replace(s, trainings=(*s.trainings[:i], closed, *s.trainings[i + 1 :]))
-        return s
+        t = s.training(training_id)
+        if t is None or not t.open:
+            return s
+        closed = msgspec.structs.replace(t, outcome=outcome, model_id=model_id)
+        return msgspec.structs.replace(s, training_ids=persistent.put(s.training_ids, training_id, closed))
 
-    def on_CheckpointSaved(self, s: Pool, e: ev.CheckpointSaved, seq: int) -> Pool:
+    def on_checkpoint_saved(self, s: Pool, e: ev.CheckpointSaved, seq: int) -> Pool:
         return self._close(s, e.causation_id, CHECKPOINT, e.model_id) if e.causation_id else s
 
-    def on_HealthCheckFailed(self, s: Pool, e: ev.HealthCheckFailed, seq: int) -> Pool:
+    def on_health_check_failed(self, s: Pool, e: ev.HealthCheckFailed, seq: int) -> Pool:
         if e.severity != CRITICAL or not e.causation_id:
             return s
         return self._close(s, e.causation_id, DIVERGED if e.check == NAN_LOSS else FAILED)

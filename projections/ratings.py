@@ -145,6 +145,7 @@ def compute_ladder(
 
 class RatingsProjection(BaseProjection[Ratings]):
     name = "ratings"
+    version = 2  # v2: completed matches in persistent maps, the ladder fitted when read
     state_type = Ratings
 
     def initial(self) -> Ratings:

@@ -74,7 +74,7 @@ class ProjectionRunner(Generic[S]):
 
     @property
     def snapshot_key(self) -> str:
-        return names.snapshot_key(self.run, self.projection.name)
+        return names.snapshot_key(self.run, self.projection.name, getattr(self.projection, "version", 1))
 
     # -- folding ----------------------------------------------------------------------------
 

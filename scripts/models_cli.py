@@ -12,12 +12,12 @@ from pathlib import Path
 
 import typer
 
-from scripts.common import echo_json, fmt_time, guarded, run_async
+from scripts.common import DEFAULT_CONFIG, echo_json, fmt_time, guarded, run_async
 
 app = typer.Typer(help="Models of a run: list, export one to a file, import one from a file.",
                   no_args_is_help=True)
 
-ConfigOption = typer.Option(Path("config/unified_loop.yaml"), "--config", "-c",
+ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", "-c",
                             help="the loop's config: nats, run, game, network")
 JsonOption = typer.Option(False, "--json", help="machine-readable output")
 

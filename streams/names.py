@@ -97,8 +97,10 @@ def durable(run: str, handler: str) -> str:
     return f"jz_{check_run(run)}_{token(handler)}"
 
 
-def snapshot_key(run: str, projection: str) -> str:
-    return f"{check_run(run)}.{token(projection)}"
+def snapshot_key(run: str, projection: str, version: int | str = 1) -> str:
+    """The KV key of one projection's snapshot in one run, under the fold's ``version`` (a
+    snapshot written under another version is never read: ``projections.base``)."""
+    return f"{check_run(run)}.{token(projection)}.v{token(str(version))}"
 
 
 def position_key(run: str, handler: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 import uvloop
 
-from handlers.loop.config import ConfigInForce, read_in_force
+from handlers.loop.config import ConfigInForce, LoopConfig, read_in_force
 from handlers.runtime.service import run_service
 from streams import names
 from streams.config import NatsSettings, convert_config
@@ -45,7 +45,19 @@ SERVICES = {
     "selfplay": "handlers.loop.selfplay",
     "evalworker": "handlers.promotion.eval_worker",
 }
+WORKER_POOLS = ("selfplay", "evalworker")  # run as many as configured, each with --index
 NATS_ENV = "JETZERO_NATS"  # how a child reaches the server: NatsSettings as JSON
+
+
+def process_names(config: LoopConfig) -> list[tuple[str, int]]:
+    """Every child process of the loop: ``(service name, index)``."""
+    counts = {"selfplay": config.selfplay.workers, "evalworker": config.evaluation.workers}
+    return [(name, i) for name in SERVICES for i in range(counts.get(name, 1))]
+
+
+def process_label(name: str, index: int) -> str:
+    """How a process is named in logs and heartbeats: ``selfplay-2``, ``controller``."""
+    return f"{name}-{index}" if name in WORKER_POOLS else name
 
 
 def child_command(name: str, index: int, run: str, nats: NatsSettings,
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     module = importlib.import_module(SERVICES[args.name])
-    label = args.name if args.name not in ("selfplay", "evalworker") else f"{args.name}-{args.index}"
+    label = process_label(args.name, args.index)
     logger = logging.getLogger(label)
 
     async def body(ctx):

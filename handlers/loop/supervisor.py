@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from handlers.loop.config import DEFAULT_CONFIG_PATH, ConfigInForce, LoopConfig, prepare_log_dir
-from handlers.loop.process import child_command
+from handlers.loop.process import child_command, process_label, process_names
 from projections.loop_status import LoopStatusProjection
 from projections.runner import ProjectionRunner
 from streams import events as ev
@@ -44,15 +44,6 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def process_names(config: LoopConfig) -> list[tuple[str, int]]:
-    """Every child process of the loop: ``(service name, index)``."""
-    fixed = ["controller", "sync", "trainer", "evaluator", "referee", "promoter", "health"]
-    out = [(name, 0) for name in fixed]
-    out += [("selfplay", i) for i in range(config.selfplay.workers)]
-    out += [("evalworker", i) for i in range(config.evaluation.workers)]
-    return out
-
-
 @dataclass
 class Child:
     name: str
@@ -65,7 +56,7 @@ class Child:
 
     @property
     def label(self) -> str:
-        return self.name if self.name not in ("selfplay", "evalworker") else f"{self.name}-{self.index}"
+        return process_label(self.name, self.index)
 
 
 @dataclass

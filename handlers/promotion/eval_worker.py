@@ -57,9 +57,9 @@ from projections.runner import ProjectionRunner
 from streams import codec, names
 from streams import events as ev
 from streams.consumer import Delivery
-from streams.envelope import derived_id
 from streams.errors import DecodeError
 from streams.kv import Heartbeat, beat
+from streams.rejections import rejected_event, rejections_of
 from streams.store import EventStore
 from streams.work import MatchUnit, PairSpec
 
@@ -356,22 +356,12 @@ class EvalWorker:
                 await play.delivery.ack()
 
     async def _reject(self, delivery: Delivery, reason: str) -> None:
-        """Record an unplayable work item as ``event.rejected`` (id fixed by its sequence), ack it."""
+        """Record an unplayable work item once as ``event.rejected`` (``streams.rejections``), ack it."""
         self.stats.units_rejected += 1
         log.warning("%s: rejected %s #%d: %s", self.node, delivery.subject, delivery.seq, reason)
-        await self.store.append(
-            ev.EventRejected(
-                id=derived_id(f"{names.WORK}:{delivery.seq}", HANDLER),
-                time=delivery.time,
-                run=self.run,
-                stream=names.WORK,
-                subject=delivery.subject,
-                seq=delivery.seq,
-                reason=reason[:500],
-                handler=HANDLER,
-                payload_prefix=delivery.data[:64].hex(),
-            )
-        )
+        record = rejected_event(self.run, names.WORK, delivery.subject, delivery.seq, delivery.data,
+                                reason, HANDLER, delivery.time)
+        await rejections_of(self.store, self.run).record(record)
         await delivery.ack()
 
     # -- liveness ---------------------------------------------------------------------------
