@@ -21,10 +21,12 @@ class Projection(Protocol[S]):
     name: str
     stream: str
     state_type: Any  # the type of the state, for decoding snapshots
-    # the fold's version, part of its snapshot key (``streams.names.snapshot_key``): bumped
-    # whenever the state's layout or the fold's rules change, so that a snapshot written by
-    # older code is never read as current state (the state is rebuilt from the log instead)
-    version: int | str
+    @property
+    def version(self) -> int | str:
+        """The fold's version, part of its snapshot key (``streams.names.snapshot_key``): bumped
+        whenever the state's layout or the fold's rules change, so that a snapshot written by
+        older code is never read as current state (the state is rebuilt from the log instead)."""
+        ...
 
     def initial(self) -> S: ...
 

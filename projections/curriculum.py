@@ -142,7 +142,8 @@ class CurriculumProjection(BaseProjection[CurriculumState]):
                 return self._crown(s, event, seq, event.model_id, 0, "initial")
             case ev.CandidatePromoted() if persistent.contains(state.generations, event.model_id):
                 generation = persistent.get(state.generations, event.model_id)
-                s = msgspec.structs.replace(state, promotions=persistent.put(state.promotions, seq, event.model_id))
+                promotions = persistent.put(state.promotions, seq, event.model_id)
+                s = msgspec.structs.replace(state, promotions=promotions)
                 return self._crown(s, event, seq, event.model_id, generation, "promotion")
             case ev.ChampionRolledBack() if persistent.contains(state.promotions, event.to_promotion_seq):
                 # refused like the model registry refuses them: a model with no checkpoint, a

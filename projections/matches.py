@@ -7,8 +7,9 @@ the candidate's point of view.
 
 The fold is linear in the events: matches sit in a persistent map (``projections.persistent``),
 the pairs counted in a bit mask, and an open match's Elo and SPRT figures are computed from
-its counts when first read (``MatchState.figures``, kept with that state), not at each pair;
-a completed match keeps the figures of its ``match.completed``. ``match_decision`` says whether a
+its counts when first read (``MatchState.live``, kept with that state), not at each pair; a
+completed match reads the figures its ``match.completed`` reported, and the rest (LOS, the
+SPRT's verdict) from the counts when read. ``match_decision`` says whether a
 match should complete now (its SPRT decided, or ``max_pairs`` reached) and with which
 ``match.completed`` fields.
 """
@@ -37,6 +38,7 @@ __all__ = [
     "MatchFigures",
     "MatchState",
     "Matches",
+    "Reported",
     "MatchesProjection",
     "candidate_matches",
     "live_figures",
@@ -72,8 +74,19 @@ def _with(mask: bytes, index: int) -> bytes:
     return grown[:byte] + bytes((grown[byte] | 1 << (index & 7),)) + grown[byte + 1 :]
 
 
-# dict=True: the figures of an open match are computed when first read and kept with that
-# state (cached_property); forbid_unknown_fields: a snapshot of the v1 layout does not decode.
+class Reported(msgspec.Struct, frozen=True, kw_only=True):
+    """The figures a ``match.completed`` reported, and whether its counts were usable."""
+
+    elo: float
+    ci95: float
+    llr: float
+    lower: float
+    upper: float
+    counts_valid: bool
+
+
+# dict=True: figures are computed from the counts when first read and kept with that state
+# (cached_property); forbid_unknown_fields: a snapshot of the v1 layout does not decode.
 class MatchState(msgspec.Struct, frozen=True, kw_only=True, dict=True, forbid_unknown_fields=True):
     scheduled: ev.MatchScheduled
     counted: bytes = b""  # bit i set: pair i is counted
@@ -84,7 +97,8 @@ class MatchState(msgspec.Struct, frozen=True, kw_only=True, dict=True, forbid_un
     verdict: str = ""  # accept | reject | inconclusive, once completed
     reason: str = ""
     completed_at: float = 0.0
-    final: MatchFigures | None = None  # the figures as completed (set once completed)
+    reported: Reported | None = None  # set once completed
+    counts_before: tuple[int, int, int, int, int] | None = None  # if the completion replaced them
 
     @property
     def match_id(self) -> str:
@@ -116,41 +130,53 @@ class MatchState(msgspec.Struct, frozen=True, kw_only=True, dict=True, forbid_un
         return frozenset(i for i in range(8 * len(mask)) if mask[i >> 3] >> (i & 7) & 1)
 
     @cached_property
+    def live(self) -> MatchFigures:
+        """The figures of the pairs counted (as they stood at completion, once completed)."""
+        counts = self.counts_before if self.counts_before is not None else self.pentanomial
+        return live_figures(counts, self.scheduled.sprt)
+
+    @cached_property
     def figures(self) -> MatchFigures:
-        """The completed figures, or those of the counts so far (computed once per state)."""
-        return self.final if self.final is not None else live_figures(self.pentanomial, self.scheduled.sprt)
+        """Every figure: those reported by the completion where it gave them, else ``live``."""
+        r = self.reported
+        if r is None:
+            return self.live
+        return MatchFigures(elo=r.elo, ci95=r.ci95, los=self.los, llr=r.llr, lower=r.lower, upper=r.upper,
+                            sprt_verdict=self.live.sprt_verdict, sprt_error=self.live.sprt_error)
 
     @property
     def elo(self) -> float:
-        return self.figures.elo
+        return self.reported.elo if self.reported is not None else self.live.elo
 
     @property
     def ci95(self) -> float:
-        return self.figures.ci95
+        return self.reported.ci95 if self.reported is not None else self.live.ci95
 
-    @property
+    @cached_property
     def los(self) -> float:
-        return self.figures.los
+        if self.reported is not None and self.reported.counts_valid and self.pairs > 0:
+            return elo_from_pentanomial(self.pentanomial).los
+        return self.live.los
 
     @property
     def llr(self) -> float:
-        return self.figures.llr
+        return self.reported.llr if self.reported is not None else self.live.llr
 
     @property
     def lower(self) -> float:
-        return self.figures.lower
+        return self.reported.lower if self.reported is not None else self.live.lower
 
     @property
     def upper(self) -> float:
-        return self.figures.upper
+        return self.reported.upper if self.reported is not None else self.live.upper
 
     @property
     def sprt_verdict(self) -> str:
-        return self.figures.sprt_verdict
+        return self.live.sprt_verdict
 
     @property
     def sprt_error(self) -> str:
-        return self.figures.sprt_error
+        return self.live.sprt_error
 
 
 class Matches(msgspec.Struct, frozen=True, kw_only=True, dict=True, forbid_unknown_fields=True):
@@ -220,23 +246,24 @@ class MatchesProjection(BaseProjection[Matches]):
         counts = list(m.pentanomial)
         counts[e.pentanomial] += 1
         penta = (counts[0], counts[1], counts[2], counts[3], counts[4])
-        return self._put(s, msgspec.structs.replace(m, counted=_with(m.counted, e.pair_index), pentanomial=penta))
+        counted = _with(m.counted, e.pair_index)
+        return self._put(s, msgspec.structs.replace(m, counted=counted, pentanomial=penta))
 
     def on_match_completed(self, s: Matches, e: ev.MatchCompleted) -> Matches:
         m = s.get(e.match_id)
         if m is None or m.completed:  # first completion wins; repeats change nothing
             return s
-        live = m.figures  # what the figures stood at: kept where the event does not say
-        fields: dict[str, Any] = dict(completed=True, verdict=e.verdict, reason=e.reason, completed_at=e.time)
-        los = live.los
-        if len(e.pentanomial) == 5 and all(c >= 0 for c in e.pentanomial):
+        valid = len(e.pentanomial) == 5 and all(c >= 0 for c in e.pentanomial)
+        fields: dict[str, Any] = dict(
+            completed=True, verdict=e.verdict, reason=e.reason, completed_at=e.time,
+            reported=Reported(elo=e.elo, ci95=e.elo_ci95, llr=e.llr, lower=e.lower, upper=e.upper,
+                              counts_valid=valid),
+        )
+        if valid:
             penta = tuple(e.pentanomial)
             fields["pentanomial"] = penta
-            if sum(penta):
-                los = elo_from_pentanomial(penta).los
-        fields["final"] = msgspec.structs.replace(
-            live, elo=e.elo, ci95=e.elo_ci95, llr=e.llr, lower=e.lower, upper=e.upper, los=los
-        )
+            if penta != m.pentanomial:  # the figures as they stood are of the counts before
+                fields["counts_before"] = m.pentanomial
         return self._put(s, msgspec.structs.replace(m, **fields))
 
 

@@ -306,7 +306,8 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
         updated = Evaluation(
             matches=(*current.matches, e.match_id), expected=max(current.expected, e.set_size)
         )
-        return msgspec.structs.replace(s, evaluation_records=persistent.put(s.evaluation_records, model, updated))
+        evaluations = persistent.put(s.evaluation_records, model, updated)
+        return msgspec.structs.replace(s, evaluation_records=evaluations)
 
     # -- the champion aggregate ----------------------------------------------------------
 

@@ -109,7 +109,7 @@ class View(Mapping[K, V], Generic[K, V]):
         return get(self.levels, key, default)
 
     def __contains__(self, key: object) -> bool:
-        return contains(self.levels, key)  # type: ignore[arg-type]
+        return any(key in level for level in self.levels)
 
     def __iter__(self) -> Iterator[K]:
         return iter(self.as_dict)

@@ -1,6 +1,11 @@
 """The projection runner: catch up (from a snapshot or the start), follow live, snapshot
 every N events, and rebuild any projection as of a sequence or a time.
 
+A snapshot is the state and its sequence, msgpack then zlib, under a key that carries the
+projection's ``version`` (``streams.names.snapshot_key``): code whose fold differs never reads
+another version's snapshot. The interval between snapshots grows with their size
+(``SNAPSHOT_BYTES_PER_EVENT``), so the cost of writing them stays linear in the events.
+
 Poison — a message that does not decode or is of a type this build does not know — leaves
 the state unchanged but advances the position, and is recorded once as ``event.rejected``
 (``streams.rejections``, shared with the handler shells) after the fold, counted in
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -32,6 +38,12 @@ from streams.store import EventStore
 
 S = TypeVar("S")
 log = logging.getLogger(__name__)
+
+# A snapshot costs time in its size; taking one every ``snapshot_every`` events whatever its
+# size would make a follower's snapshots quadratic in the log. So the next one waits until at
+# least one event per SNAPSHOT_BYTES_PER_EVENT bytes of the last one has been folded: the
+# bytes written stay linear in the events folded.
+SNAPSHOT_BYTES_PER_EVENT = 128
 
 
 class _Snapshot(msgspec.Struct, Generic[S]):
@@ -64,6 +76,8 @@ class ProjectionRunner(Generic[S]):
         self._note_subject = getattr(projection, "note_subject", None)
         self._refused_at = getattr(projection, "refused_at", None)
         self._since_snapshot = 0
+        self._snapshot_due = snapshot_every  # events folded before the next snapshot
+        self.snapshot_bytes = 0  # the size of the last snapshot written or read
         self._changed = asyncio.Condition()
         self._follow_sub: Any = None
         self._error: ProjectionError | None = None
@@ -125,29 +139,38 @@ class ProjectionRunner(Generic[S]):
                             self.reader, record.subject, record.seq, exc)
 
     async def load_snapshot(self) -> bool:
+        """Start from the snapshot under this projection's name and version, if there is one
+        that decodes (one written under another version has another key and is not read)."""
         data = await get_value(self.store.log, names.KV_SNAPSHOTS, self.snapshot_key)
         if not data:
             return False
         try:
             snap_type = _Snapshot[self.projection.state_type]  # type: ignore[name-defined]
-            snap = msgspec.msgpack.decode(data, type=snap_type)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            snap = msgspec.msgpack.decode(zlib.decompress(data), type=snap_type)
+        except (zlib.error, msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("snapshot %s unreadable (%s): rebuilding from the log", self.snapshot_key, exc)
             return False
         self.state, self.position = snap.state, snap.seq
+        self.snapshot_bytes = len(data)
+        self._snapshot_due = max(self.snapshot_every, len(data) // SNAPSHOT_BYTES_PER_EVENT)
         return True
 
     async def save_snapshot(self) -> None:
-        """Store the state with its sequence; a snapshot is a cache, so failing to write one
-        (too large for a KV value, server busy) is logged and the runner goes on."""
-        snap = _Snapshot(seq=self.position, state=self.state)
+        """Store the state with its sequence, compressed; a snapshot is a cache, so failing to
+        write one (too large for a KV value, server busy) is logged and the runner goes on."""
+        data = zlib.compress(msgspec.msgpack.encode(_Snapshot(seq=self.position, state=self.state)), 1)
         self._since_snapshot = 0
+        self.snapshot_bytes = len(data)
+        self._snapshot_due = max(self.snapshot_every, len(data) // SNAPSHOT_BYTES_PER_EVENT)
         try:
-            await put_value(
-                self.store.log, names.KV_SNAPSHOTS, self.snapshot_key, msgspec.msgpack.encode(snap)
-            )
+            await put_value(self.store.log, names.KV_SNAPSHOTS, self.snapshot_key, data)
         except Exception as exc:  # noqa: BLE001 - a cache write must not stop the fold
-            log.warning("snapshot %s not written: %s", self.snapshot_key, exc)
+            log.warning("snapshot %s not written (%d bytes): %s", self.snapshot_key, len(data), exc)
+
+    @property
+    def snapshot_due(self) -> bool:
+        """Whether enough events were folded since the last snapshot to take the next one."""
+        return self.use_snapshots and self._since_snapshot >= self._snapshot_due
 
     async def catch_up(self, *, until_seq: int | None = None) -> S:
         """Fold everything up to now (or ``until_seq``), starting from the snapshot if any."""
@@ -161,7 +184,7 @@ class ProjectionRunner(Generic[S]):
             end_seq=until_seq,
         )
         await self.record_poison()
-        if self.use_snapshots and self._since_snapshot >= self.snapshot_every:
+        if self.snapshot_due:
             await self.save_snapshot()
         return self.state
 
@@ -182,7 +205,7 @@ class ProjectionRunner(Generic[S]):
             await self.record_poison()
             async with self._changed:
                 self._changed.notify_all()
-            if self.use_snapshots and self._since_snapshot >= self.snapshot_every:
+            if self.snapshot_due:
                 await self.save_snapshot()
 
         self._follow_sub = await self.store.subscribe_ordered(

@@ -1,33 +1,41 @@
-"""Bulk replay over a lean second connection that speaks the NATS protocol.
+"""Bulk append and bulk replay over lean connections that speak the NATS protocol.
 
 nats-py spends more per message (a message object, header parsing, a queue, a coroutine)
-than jetzero spends decoding and folding a 2 KB event. For replay (every projection's catch
-up) ``EventStore`` opens one extra plain connection, logged in as the main connection is
-(user and password: the embedded server's credentials), and cuts frames straight out of the
-socket: an ephemeral push consumer (no acks, flow control, heartbeats) delivers to an inbox;
-each delivery goes to ``handle(seq, subject, time, data)`` from ``data_received``. TCP
-back-pressure and the consumer's flow control bound memory.
+than jetzero spends encoding or decoding a 2 KB event. So ``EventStore`` moves its bulk
+traffic to plain connections of its own, logged in as the main connection is (user and
+password: the embedded server's credentials), that cut frames straight out of the socket.
 
-``Unavailable``: this connection cannot be used (TLS, nkey/JWT or token auth, refused); the
-caller goes through nats-py. ``Interrupted``: the connection dropped, stalled or skipped a
-delivery; a replay resumes after ``last``. ``HandleFailed``: ``handle`` raised; its
-exception is in ``error``.
+Append (``Publisher``, one per main connection, opened on first use and kept): pipelined
+``HPUB``s, each with ``Nats-Msg-Id`` and a reply subject ``<inbox>.<call>.<index>`` under
+one wildcard subscription; the acknowledgements fill in each call's sequences, refusals and
+duplicates included. ``close(nc)`` closes it (``Log.close`` does).
 
-(Bulk append used to have a lean path too; the loop's appends are batches of at most a
-few dozen games, where a second connection costs more than it saves, so it was removed:
-``EventStore.append_many`` pipelines over nats-py.)
+Replay (``replay``, one connection per call): an ephemeral push consumer (no acks, flow
+control, heartbeats) delivers to an inbox; each delivery goes to
+``handle(seq, subject, time, data)`` from ``data_received``. TCP back-pressure and the
+consumer's flow control bound memory.
+
+``Unavailable``: a lean connection cannot be used (TLS, nkey/JWT or token auth, refused);
+the caller goes through nats-py. ``Interrupted``: the connection dropped, stalled or skipped
+a delivery; a replay resumes after ``last``, an append resends what is unacknowledged (ids
+deduplicate). ``HandleFailed``: ``handle`` raised; its exception is in ``error``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 
+import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
+
+from streams import names
 
 _CRLF, _LF = b"\r\n", b"\n"
 _H, _M, _SPACE = ord("H"), ord("M"), ord(" ")
@@ -36,6 +44,10 @@ _STALLED = b"Nats-Consumer-Stalled:"
 _DELIVERY = re.compile(
     rb"HMSG ([^ ]+) [^ ]+ \$JS\.ACK\.[^. ]+\.[^. ]+\.\d+\.(\d+)\.(\d+)\.(\d+)\.(\d+) (\d+) (\d+)\r\n"
 )
+# A publish acknowledgement: MSG <inbox>.<call>.<index> <sid> <size>.
+_ACK = re.compile(rb"MSG [^ ]+\.(\d+)\.(\d+) [^ ]+ (\d+)\r\n")
+_MSG_ID_HEADER = b"NATS/1.0\r\n" + names.HDR_MSG_ID.encode() + b": "
+_WRITE_BATCH = 256 * 1024  # bytes of HPUBs handed to the transport at a time
 
 
 class Unavailable(Exception):
@@ -58,6 +70,23 @@ class HandleFailed(Exception):
         self.error = error
 
 
+class PubAck(msgspec.Struct):
+    """JetStream's answer to a publish: where it was stored, or why not."""
+
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False  # already stored (same Nats-Msg-Id): ``seq`` is that copy's
+    error: dict | None = None
+
+
+pub_ack = msgspec.json.Decoder(PubAck)
+
+
+def ack_error(ack: PubAck) -> str | None:
+    """The server's reason for refusing a publish, or None when it was stored."""
+    return None if ack.error is None else str(ack.error.get("description", ack.error))
+
+
 class _Connection(asyncio.Protocol):
     """Framing, server commands and the handshake; subclasses take the messages."""
 
@@ -69,49 +98,83 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.active = time.monotonic()
         self.last = 0
+        self.stopped = False  # finished, failed or lost: nothing more is handled
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._need = 0  # bytes the frame at the head of _chunks needs
+        self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(Interrupted(f"bulk connection lost: {exc or 'closed'}", self.last))
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    async def writable(self) -> None:
+        """Wait while the transport's buffer is over its high-water mark."""
+        if self._writable is not None:
+            await self._writable
 
     def _fail(self, exc: BaseException) -> None:
+        self.stopped = True
         for waiter in (self.info, self.pong, self.finished):
             if not waiter.done():
                 waiter.set_exception(exc)
                 waiter.exception()  # whoever waits gets it; nobody waiting is no error
 
     def _finish(self) -> None:
+        self.stopped = True
         if not self.finished.done():
             self.finished.set_result(self.last)
 
     def data_received(self, data: bytes) -> None:
         self.active = time.monotonic()
+        start = 0
         if self._chunks:
             self._chunks.append(data)
             self._buffered += len(data)
             if self._buffered < self._need:
                 return
-            data = b"".join(self._chunks)
+            if self._need:  # complete the partial frame alone; parse the rest of data in place
+                start = self._need - (self._buffered - len(data))
+                self._chunks[-1] = data[:start]
+            else:  # a partial control line: its length is not known
+                start = len(data)
+            head = b"".join(self._chunks)
             self._chunks, self._buffered, self._need = [], 0, 0
+            if not self._parse_safely(head, 0):
+                return
+            if self._chunks:  # the head was not one whole frame after all
+                data, start = self._chunks[0] + data[start:], 0
+                self._chunks, self._buffered, self._need = [], 0, 0
+        self._parse_safely(data, start)
+        self.active = time.monotonic()  # a slow handle is not a silent server
+
+    def _parse_safely(self, data: bytes, start: int) -> bool:
+        """Parse ``data`` from ``start``, keeping an incomplete tail; False on a protocol error."""
         try:
-            rest = self._parse(data)
+            rest = self._parse(data, start)
         except Exception as exc:  # noqa: BLE001 - a protocol error ends this connection
             self._fail(Interrupted(f"bulk protocol error: {exc!r}", self.last))
             if self.transport is not None:
                 self.transport.close()
-            return
+            return False
         if rest:
             self._chunks, self._buffered = [rest], len(rest)
-        self.active = time.monotonic()  # a slow handle is not a silent server
+        return True
 
-    def _parse(self, buf: bytes) -> bytes:
-        """Take every whole frame in ``buf``; return the incomplete tail."""
-        pos, size = 0, len(buf)
+    def _parse(self, buf: bytes, pos: int = 0) -> bytes:
+        """Take every whole frame in ``buf`` from ``pos``; return the incomplete tail."""
+        size = len(buf)
         while pos < size:
             after = self._frame(buf, pos, size)
             if after < 0:
@@ -176,10 +239,11 @@ class _Deliveries(_Connection):
         self.dseq = 0
         self._subjects: dict[bytes, str] = {}
 
-    def _parse(self, buf: bytes) -> bytes:
-        # The common frame, a delivery with headers, in one regex match; the rest frame by frame.
-        pos, size = 0, len(buf)
-        match, deliver = _DELIVERY.match, self._deliver
+    def _parse(self, buf: bytes, pos: int = 0) -> bytes:
+        # The common frame, a delivery with headers, matched and handed over inline (this
+        # loop is most of replay's own time); anything else frame by frame.
+        size = len(buf)
+        match, handle, end, subjects = _DELIVERY.match, self.handle, self.end, self._subjects
         while pos < size:
             m = match(buf, pos)
             if m is None:
@@ -188,14 +252,40 @@ class _Deliveries(_Connection):
                     return buf[pos:]
                 pos = after
                 continue
+            subject, seq_, dseq_, ns, pending, header_size, total_size = m.groups()
             start = m.end()
-            stop = start + int(m[7])
+            stop = start + int(total_size)
             if stop + 2 > size:
                 self._need = stop + 2 - pos
                 return buf[pos:]
             pos = stop + 2
-            deliver(m[1], m[2], m[3], m[4], m[5], buf[start + int(m[6]) : stop])
+            if self.stopped:
+                continue
+            dseq = int(dseq_)
+            if dseq != self.dseq + 1:
+                self._fail(Interrupted(f"delivery {dseq} after {self.dseq}", self.last))
+                continue
+            self.dseq = dseq
+            seq = int(seq_)
+            if seq > end:
+                self._finish()
+                continue
+            name = subjects.get(subject) or self._name(subject)
+            try:
+                handle(seq, name, int(ns) / 1e9, buf[start + int(header_size) : stop])
+            except BaseException as exc:  # handed to the caller unchanged
+                self._fail(HandleFailed(exc))
+                continue
+            self.last = seq
+            if seq >= end or pending == b"0":
+                self._finish()
         return b""
+
+    def _name(self, subject: bytes) -> str:
+        name = subject.decode()
+        if len(self._subjects) < 4096:
+            self._subjects[subject] = name
+        return name
 
     def _message(self, subject: bytes, reply: bytes, body: bytes) -> None:
         # $JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<dseq>.<ns>.<pending>, or with
@@ -208,7 +298,7 @@ class _Deliveries(_Connection):
     def _deliver(
         self, subject: bytes, seq_: bytes, dseq_: bytes, ns: bytes, pending: bytes, body: bytes
     ) -> None:
-        if self.finished.done():
+        if self.stopped:
             return
         dseq = int(dseq_)
         if dseq != self.dseq + 1:
@@ -219,13 +309,9 @@ class _Deliveries(_Connection):
         if seq > self.end:
             self._finish()
             return
-        name = self._subjects.get(subject)
-        if name is None:
-            name = subject.decode()
-            if len(self._subjects) < 4096:
-                self._subjects[subject] = name
         try:
-            self.handle(seq, name, int(ns) / 1e9, body)
+            self.handle(seq, self._subjects.get(subject) or self._name(subject), int(ns) / 1e9,
+                        body)
         except BaseException as exc:  # handed to the caller unchanged
             self._fail(HandleFailed(exc))
             return
@@ -245,8 +331,211 @@ class _Deliveries(_Connection):
             self.transport.write(b"PUB " + stalled + b" 0\r\n\r\n")
 
 
+class _Batch:
+    """One ``Publisher.publish`` call: its sequences, refusals, and what is in flight."""
+
+    def __init__(self, seqs: list[int], errors: list[tuple[int, str]], window: int):
+        loop = asyncio.get_running_loop()
+        self.seqs = seqs
+        self.errors = errors
+        self.window = window
+        self.in_flight = 0
+        self.remaining = seqs.count(0)
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.room: asyncio.Future[None] | None = None
+
+    def settle(self, index: int, seq: int, error: str | None) -> None:
+        if self.seqs[index] != 0:
+            return  # a late ack of a resent message
+        if error is not None:
+            self.errors.append((index, error))
+            seq = -1
+        self.seqs[index] = seq
+        self.remaining -= 1
+        self.in_flight -= 1
+        room = self.room
+        if room is not None and self.in_flight <= self.window * 3 // 4 and not room.done():
+            room.set_result(None)
+        if self.remaining == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        for waiter in (self.done, self.room):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+                waiter.exception()  # whoever waits gets it; nobody waiting is no error
+
+    async def wait_for_room(self) -> None:
+        while self.in_flight >= self.window and not self.done.done():
+            self.room = asyncio.get_running_loop().create_future()
+            await asyncio.wait([self.room, self.done], return_when=asyncio.FIRST_COMPLETED)
+            self.room = None
+        if self.done.done():
+            self.done.result()  # raises Interrupted if the connection broke
+
+
+class _Acks(_Connection):
+    """Acknowledgements of pipelined publishes, for every call in flight on the connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: dict[int, _Batch] = {}
+
+    def _parse(self, buf: bytes, pos: int = 0) -> bytes:
+        size = len(buf)
+        match = _ACK.match
+        while pos < size:
+            m = match(buf, pos)
+            if m is None:
+                after = self._frame(buf, pos, size)
+                if after < 0:
+                    return buf[pos:]
+                pos = after
+                continue
+            start = m.end()
+            stop = start + int(m[3])
+            if stop + 2 > size:
+                self._need = stop + 2 - pos
+                return buf[pos:]
+            pos = stop + 2
+            batch = self.batches.get(int(m[1]))
+            if batch is not None:  # None: a late ack of a call that has returned
+                ack = pub_ack.decode(buf[start:stop])
+                batch.settle(int(m[2]), ack.seq, ack_error(ack))
+        return b""
+
+    def _message(self, subject: bytes, reply: bytes, body: bytes) -> None:
+        _, call, index = subject.rsplit(b".", 2)
+        if (batch := self.batches.get(int(call))) is not None:
+            ack = pub_ack.decode(body)
+            batch.settle(int(index), ack.seq, ack_error(ack))
+
+    def _status(self, subject: bytes, header: bytes, reply: bytes) -> None:
+        _, call, index = subject.rsplit(b".", 2)
+        if (batch := self.batches.get(int(call))) is not None:
+            status = header[9 : header.find(_CRLF)].decode(errors="replace")
+            batch.settle(int(index), 0,
+                         "no stream takes this subject" if status.startswith("503") else status)
+
+    def _fail(self, exc: BaseException) -> None:
+        super()._fail(exc)
+        for batch in self.batches.values():
+            batch.fail(exc)
+
+
+class Publisher:
+    """Pipelined appends over one lean connection, opened on first use and kept open."""
+
+    def __init__(self, nc: Client):
+        self.nc = nc
+        self._protocol: _Acks | None = None
+        self._inbox = b""
+        self._max_payload = 0
+        self._opening = asyncio.Lock()
+        self._calls = itertools.count(1)
+        self.connections = 0  # lean connections opened so far (one, unless one broke)
+
+    async def _connection(self, timeout: float) -> _Acks:
+        async with self._opening:
+            if self._protocol is None or self._protocol.stopped:
+                inbox = self.nc.new_inbox()
+                protocol = _Acks()
+                _, info = await _open(self.nc, protocol, inbox + ".>", timeout)
+                self._protocol, self._inbox = protocol, inbox.encode()
+                self._max_payload = int(info.get("max_payload", 1024 * 1024))
+                self.connections += 1
+            return self._protocol
+
+    async def publish(
+        self,
+        messages: Sequence[tuple[bytes, bytes, bytes]],
+        seqs: list[int],
+        errors: list[tuple[int, str]],
+        *,
+        window: int = 4000,
+        timeout: float = 30.0,
+        attempts: int = 3,
+    ) -> None:
+        """Publish ``(subject, payload, msg id)`` messages whose ``seqs`` entry is 0, in order,
+        and fill in their stream sequences (-1 and an ``errors`` entry when refused). An entry
+        still 0 on return was not acknowledged after ``attempts`` rounds; resending is safe.
+        ``Interrupted`` if the connection breaks on the way (what was acknowledged is in
+        ``seqs``)."""
+        batch = _Batch(seqs, errors, window)
+        if batch.remaining == 0:
+            return
+        protocol = await self._connection(timeout)
+        transport = protocol.transport
+        assert transport is not None
+        call = next(self._calls)
+        prefix = b"%s.%d." % (self._inbox, call)
+        max_payload = self._max_payload
+        protocol.batches[call] = batch
+        try:
+            for _ in range(attempts):
+                out: list[bytes] = []
+                size = 0
+                for index, (subject, payload, msg_id) in enumerate(messages):
+                    if seqs[index] != 0:
+                        continue
+                    header_size = len(_MSG_ID_HEADER) + len(msg_id) + 4
+                    total = header_size + len(payload)
+                    if total > max_payload:
+                        batch.in_flight += 1
+                        batch.settle(index, 0, f"{len(payload)} bytes exceed the server's "
+                                               f"max_payload {max_payload}")
+                        continue
+                    if batch.in_flight >= window:
+                        transport.write(b"".join(out))
+                        out, size = [], 0
+                        await batch.wait_for_room()
+                    out.append(b"HPUB %b %b%d %d %d\r\n%b%b\r\n\r\n%b\r\n" % (
+                        subject, prefix, index, header_size, total, _MSG_ID_HEADER, msg_id,
+                        payload))
+                    batch.in_flight += 1
+                    size += total
+                    if size >= _WRITE_BATCH:
+                        transport.write(b"".join(out))
+                        out, size = [], 0
+                        await protocol.writable()
+                if out:
+                    transport.write(b"".join(out))
+                if batch.remaining == 0:
+                    return
+                done, _ = await asyncio.wait([batch.done], timeout=timeout)
+                if done:
+                    batch.done.result()  # raises Interrupted if the connection broke
+                    return
+                batch.in_flight = 0  # resend what is unacknowledged; ids deduplicate
+        finally:
+            protocol.batches.pop(call, None)
+
+    def close(self) -> None:
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        self._protocol = None
+
+
+_publishers: weakref.WeakKeyDictionary[Client, Publisher] = weakref.WeakKeyDictionary()
+
+
+def publisher(nc: Client) -> Publisher:
+    """The ``Publisher`` of main connection ``nc`` (one per connection)."""
+    found = _publishers.get(nc)
+    if found is None:
+        found = _publishers[nc] = Publisher(nc)
+    return found
+
+
+def close(nc: Client) -> None:
+    """Close ``nc``'s lean publishing connection, if it has one."""
+    found = _publishers.pop(nc, None)
+    if found is not None:
+        found.close()
+
+
 def _connect_options(nc: Client) -> dict:
-    """The CONNECT of the lean connection: ``nc``'s user and password, if it has them."""
+    """The CONNECT of a lean connection: ``nc``'s user and password, if it has them."""
     options: dict = {"verbose": False, "pedantic": False, "headers": True,
                      "no_responders": True, "protocol": 1, "lang": "python-jetzero-bulk",
                      "version": "1", "name": "jetzero-bulk"}
@@ -257,7 +546,8 @@ def _connect_options(nc: Client) -> dict:
 
 
 async def _open(nc: Client, protocol: _Connection, subscribe: str, timeout: float):
-    """Connect to the server ``nc`` is connected to, authenticate, subscribe ``subscribe``."""
+    """Connect to the server ``nc`` is connected to, authenticate, subscribe ``subscribe``;
+    return the transport and the server's INFO."""
     url = nc.connected_url
     if url is None or url.scheme not in ("nats", "") or not url.hostname:
         raise Unavailable("not a plain nats:// connection")
@@ -283,7 +573,7 @@ async def _open(nc: Client, protocol: _Connection, subscribe: str, timeout: floa
     except BaseException:
         transport.close()
         raise
-    return transport
+    return transport, info
 
 
 async def replay(
@@ -304,7 +594,7 @@ async def replay(
     idle_timeout = 3 * heartbeat
     inbox = nc.new_inbox()
     protocol = _Deliveries(handle, end)
-    transport = await _open(nc, protocol, inbox, timeout)
+    transport, _ = await _open(nc, protocol, inbox, timeout)
     config.deliver_subject = inbox
     config.ack_policy = api.AckPolicy.NONE
     config.max_deliver = 1

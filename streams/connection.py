@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from streams import auth
+from streams import auth, bulk
 from streams.config import NatsSettings
 from streams.definitions import ensure_all
 from streams.errors import NotAuthorized, ServerUnreachable
@@ -35,6 +35,7 @@ class Log:
 
     async def close(self) -> None:
         self.closing = True
+        bulk.close(self.nc)  # the lean publishing connection goes first
         if not self.nc.is_closed:
             try:
                 await asyncio.wait_for(self.nc.drain(), 3.0)

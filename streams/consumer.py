@@ -52,21 +52,8 @@ class DurableConsumer:
         self._sub: Any = None
 
     async def open(self, *, ack_wait: float = 30.0, max_ack_pending: int = 1000) -> None:
-        config = api.ConsumerConfig(
-            durable_name=self.durable,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=ack_wait,
-            max_deliver=-1,
-            max_ack_pending=max_ack_pending,
-            filter_subject=self.subject_filter,
-            deliver_policy=api.DeliverPolicy.ALL,
-        )
-        try:
-            self._sub = await self.log.js.pull_subscribe(
-                self.subject_filter, durable=self.durable, stream=self.stream, config=config
-            )
-        except APIError as exc:
-            raise StoreError(f"consumer {self.durable} on {self.stream}: {exc.description}") from None
+        """Open (or bind to) the durable: it delivers from where its acknowledgements left off."""
+        await self._subscribe(ack_wait, max_ack_pending, deliver_policy=api.DeliverPolicy.ALL)
 
     async def open_from(self, start_seq: int, *, ack_wait: float = 30.0, max_ack_pending: int = 1000) -> None:
         """Open the consumer so that it delivers in order from stream sequence ``start_seq``.
@@ -81,6 +68,10 @@ class DurableConsumer:
             pass
         except APIError as exc:
             raise StoreError(f"consumer {self.durable} on {self.stream}: {exc.description}") from None
+        await self._subscribe(ack_wait, max_ack_pending, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                              opt_start_seq=max(1, start_seq))
+
+    async def _subscribe(self, ack_wait: float, max_ack_pending: int, **deliver: Any) -> None:
         config = api.ConsumerConfig(
             durable_name=self.durable,
             ack_policy=api.AckPolicy.EXPLICIT,
@@ -88,8 +79,7 @@ class DurableConsumer:
             max_deliver=-1,
             max_ack_pending=max_ack_pending,
             filter_subject=self.subject_filter,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=max(1, start_seq),
+            **deliver,
         )
         try:
             self._sub = await self.log.js.pull_subscribe(

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
-import msgspec
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
@@ -29,6 +29,7 @@ from streams.envelope import Event
 from streams.errors import ConcurrencyConflict, DecodeError, EventNotFound, StoreError
 
 _WRONG_LAST_SEQUENCE = 10071
+log = logging.getLogger(__name__)
 _LEAN_ATTEMPTS = 3  # lean connections a replay tries before the ordered consumer
 UNDECODABLE = "!undecodable: "  # the type of a read's placeholder for bytes that do not decode
 
@@ -50,16 +51,6 @@ class StreamState:
     bytes: int
     first_seq: int
     last_seq: int
-
-
-class _Ack(msgspec.Struct):
-    stream: str = ""
-    seq: int = 0
-    duplicate: bool = False
-    error: dict | None = None
-
-
-_ack_decoder = msgspec.json.Decoder(_Ack)
 
 
 def parse_ack_reply(reply: str) -> tuple[int, float, int]:
@@ -123,18 +114,27 @@ class EventStore:
     ) -> list[int]:
         """Pipelined append for high-volume producers; returns the sequences in order.
 
-        Up to ``window`` in flight over core NATS, with one reply-inbox callback for the
-        acknowledgements. Ids make it safe to retry: an append whose acknowledgement was lost
-        is republished and deduplicated. An event over the server's ``max_payload`` is
-        refused by name; the others are stored.
+        Up to ``window`` in flight over the main connection's lean publisher
+        (``streams.bulk.Publisher``: kept open, so a batch of any size goes there); where
+        that connection cannot be used, or breaks on the way, the rest goes over nats-py.
+        Ids make it safe to retry: an append whose acknowledgement was lost is republished
+        and deduplicated (a duplicate's sequence is the stored copy's). An event over the
+        server's ``max_payload`` is refused by name; the others are stored.
         """
         batch = list(events)
         if not batch:
             return []
-        encoded = [(codec.subject_of(e), codec.encode(e), e.id) for e in batch]
+        encoded = self._encode(batch)
         seqs = [0] * len(batch)
         errors: list[tuple[int, str]] = []
-        await self._publish_pipelined(encoded, seqs, errors, window, timeout)
+        try:
+            await bulk.publisher(self.nc).publish(
+                encoded, seqs, errors, window=window, timeout=timeout
+            )
+        except (bulk.Unavailable, bulk.Interrupted) as exc:
+            log.warning("bulk append: lean connection unusable (%s); %d of %d events go over "
+                        "nats-py", exc, seqs.count(0), len(seqs))
+            await self._publish_pipelined(encoded, seqs, errors, window, timeout)
         remaining = seqs.count(0)
         if remaining:
             raise StoreError(f"bulk append: {remaining} events unacknowledged after retries")
@@ -145,8 +145,23 @@ class EventStore:
             )
         return seqs
 
+    @staticmethod
+    def _encode(batch: list[Event]) -> list[tuple[bytes, bytes, bytes]]:
+        """``(subject, payload, id)`` of each event, as bytes; subjects built once per
+        (type, run, aggregate)."""
+        subjects: dict[tuple, bytes] = {}
+        encode, out = codec.encode, []
+        for event in batch:
+            key = (type(event), event.run, event.aggregate())
+            subject = subjects.get(key)
+            if subject is None:
+                subject = subjects[key] = codec.subject_of(event).encode()
+            out.append((subject, encode(event), event.id.encode()))
+        return out
+
     async def _publish_pipelined(self, encoded, seqs, errors, window, timeout) -> None:
-        """Publish the entries of ``encoded`` whose ``seqs`` is 0 over core NATS."""
+        """Publish the entries of ``encoded`` whose ``seqs`` is 0 over nats-py's core NATS,
+        one reply-inbox callback taking the acknowledgements."""
         prefix = self.nc.new_inbox()
         in_flight = 0
         room = asyncio.Event()
@@ -157,10 +172,16 @@ class EventStore:
         async def on_ack(msg) -> None:
             nonlocal in_flight, remaining
             index = int(msg.subject[len(prefix) + 1 :])
-            ack = _ack_decoder.decode(msg.data)
             if seqs[index] == 0:
-                if ack.error:
-                    errors.append((index, str(ack.error.get("description"))))
+                if msg.data:
+                    ack = bulk.pub_ack.decode(msg.data)
+                    error = bulk.ack_error(ack)
+                else:  # a status instead of an acknowledgement: 503, nobody takes the subject
+                    status = (msg.headers or {}).get("Status", "")
+                    error = "no stream takes this subject" if status == "503" else f"status {status}"
+                    ack = bulk.PubAck()
+                if error is not None:
+                    errors.append((index, error))
                     seqs[index] = -1
                 else:
                     seqs[index] = ack.seq
@@ -171,6 +192,8 @@ class EventStore:
                 if remaining == 0:
                     done.set()
 
+        if remaining == 0:
+            return
         sub = await self.nc.subscribe(prefix + ".*", cb=on_ack)
         try:
             for _attempt in range(3):
@@ -190,8 +213,8 @@ class EventStore:
                         await room.wait()
                     in_flight += 1
                     await self.nc.publish(
-                        subj, payload, reply=f"{prefix}.{index}",
-                        headers={names.HDR_MSG_ID: event_id},
+                        subj.decode(), payload, reply=f"{prefix}.{index}",
+                        headers={names.HDR_MSG_ID: event_id.decode()},
                     )
                 await self.nc.flush()
                 try:

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from handlers.loop.config import LoopConfig, prepare_log_dir
 from handlers.loop.controller import build_controller
-from handlers.loop.supervisor import SUPERVISOR_LEASE, who
+from handlers.loop.supervisor import supervisor_alive, supervisor_holder, who
 from projections.loop_status import LoopStatus, LoopStatusProjection
 from projections.runner import ProjectionRunner
 from streams import commands as cmd
@@ -35,7 +35,7 @@ from streams.config import NatsSettings
 from streams.connection import connect
 from streams.envelope import Event
 from streams.errors import JetzeroError
-from streams.kv import get_value, owner_gone
+from streams.kv import owner_gone
 from streams.server import EmbeddedServer, start_if_needed
 from streams.store import EventStore
 
@@ -58,18 +58,6 @@ async def open_store(settings: NatsSettings) -> AsyncIterator[EventStore]:
 async def loop_status(store: EventStore, run: str) -> LoopStatus:
     runner = ProjectionRunner(store, LoopStatusProjection(), run, use_snapshots=False)
     return await runner.catch_up()
-
-
-async def supervisor_holder(store: EventStore, run: str) -> str | None:
-    """Who holds the supervisor lease of ``run`` (None: no supervisor is running)."""
-    held = await get_value(store.log, names.KV_LOCKS, names.lock_key(run, SUPERVISOR_LEASE))
-    return held.decode() if held else None
-
-
-async def supervisor_alive(store: EventStore, run: str) -> bool:
-    """A supervisor of ``run`` holds its lease (and is not a process of this host that ended)."""
-    holder = await supervisor_holder(store, run)
-    return holder is not None and not owner_gone(holder)
 
 
 async def halt(config: LoopConfig, reason: str) -> str:

@@ -1,9 +1,10 @@
 """``--status``: one report assembled from the projections (works with the loop stopped).
 
-``collect_status`` folds every read model it needs from the log and returns plain data
-(``--json`` prints it as it is); ``format_status`` renders it for a terminal. Every figure the
-metrics report too comes from ``handlers.loop.figures`` over the same projections, and the
-curriculum stage from the curriculum projection fed the stages of the config in force.
+``collect_status`` reads every read model it needs (from its snapshot plus the events since)
+and returns plain data (``--json`` prints it as it is); ``format_status`` renders it for a
+terminal. Every figure the metrics report too comes from ``handlers.loop.figures`` over the
+same projections, and the curriculum stage from the curriculum projection fed the stages of
+the config in force.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import msgspec
 
 from handlers.loop.config import LoopConfig, in_force_summary
 from handlers.loop.figures import FIGURE_PROJECTIONS, figures
+from handlers.loop.supervisor import supervisor_alive
 from projections import build_projection
 from projections.runner import ProjectionRunner
 from streams.store import EventStore
@@ -22,18 +24,26 @@ from streams.store import EventStore
 STATUS_PROJECTIONS = (*FIGURE_PROJECTIONS, "curriculum")
 
 
-async def fold_states(store: EventStore, config: LoopConfig, keys: tuple[str, ...]) -> dict[str, Any]:
-    """The state of each projection named in ``keys``, folded from the start of the log."""
+async def fold_states(
+    store: EventStore, config: LoopConfig, keys: tuple[str, ...], *, use_snapshots: bool = True
+) -> dict[str, Any]:
+    """The state of each projection named in ``keys``: from its latest snapshot (written by the
+    long-running followers: the metrics, the service shells) plus the events since, or folded
+    from the start of the log with ``use_snapshots=False``. A snapshot is only read under the
+    projection's current version (``projections.runner``), so it is never stale code's state."""
     states: dict[str, Any] = {}
     for key in keys:
-        runner = ProjectionRunner(store, build_projection(key, config), config.run, use_snapshots=False)
+        projection = build_projection(key, config)
+        runner = ProjectionRunner(store, projection, config.run, use_snapshots=use_snapshots)
         states[key] = await runner.catch_up()
     return states
 
 
-async def collect_status(store: EventStore, config: LoopConfig) -> dict[str, Any]:
+async def collect_status(
+    store: EventStore, config: LoopConfig, *, use_snapshots: bool = True
+) -> dict[str, Any]:
     run = config.run
-    states = await fold_states(store, config, STATUS_PROJECTIONS)
+    states = await fold_states(store, config, STATUS_PROJECTIONS, use_snapshots=use_snapshots)
     now = time.time()
     shared = figures(states, now)
     loop, registry, matches, journal = (
@@ -44,6 +54,7 @@ async def collect_status(store: EventStore, config: LoopConfig) -> dict[str, Any
         "halted": loop.halted, "halted_since": loop.halted_since, "halted_by": loop.halted_by,
         "halt_reason": loop.halt_reason, "halt_automatic": loop.halt_automatic,
         "starts": loop.starts, "restarts": shared.restarts, "last_restart": loop.last_restart,
+        "supervisor_alive": await supervisor_alive(store, run),
     }
     champ = registry.champion
     if champ is not None:
@@ -102,6 +113,9 @@ def format_status(r: dict[str, Any]) -> str:
              + f" since {_ago(loop['since'], now)}"
              + (f" by {loop['by']}" if loop["by"] else "")
              + (f" ({loop['reason']})" if loop["reason"] else "")]
+    if loop["state"] in ("starting", "running", "stopping") and not loop["supervisor_alive"]:
+        lines.append("  but no supervisor is alive: it ended without recording a stop (killed?); "
+                     "--start starts the loop again")
     if loop["halted"]:
         kind = "automatic" if loop["halt_automatic"] else "manual"
         lines.append(f"  halted {_ago(loop['halted_since'], now)} by {loop['halted_by']} "

@@ -26,9 +26,10 @@ from handlers.loop.process import child_command, process_label, process_names
 from projections.loop_status import LoopStatusProjection
 from projections.runner import ProjectionRunner
 from streams import events as ev
+from streams import names
 from streams.connection import connect
 from streams.errors import LockHeld
-from streams.kv import acquire_lease, owner_gone, process_owner
+from streams.kv import acquire_lease, get_value, owner_gone, process_owner
 from streams.server import die_with_parent, start_if_needed
 from streams.store import EventStore
 
@@ -42,6 +43,19 @@ def who() -> str:
     except OSError:
         user = os.environ.get("USER", "user")
     return f"{user}@{socket.gethostname()}"
+
+
+async def supervisor_holder(store: EventStore, run: str) -> str | None:
+    """Who holds the supervisor lease of ``run`` (None: no supervisor is running)."""
+    held = await get_value(store.log, names.KV_LOCKS, names.lock_key(run, SUPERVISOR_LEASE))
+    return held.decode() if held else None
+
+
+async def supervisor_alive(store: EventStore, run: str) -> bool:
+    """A supervisor of ``run`` holds its lease (and is not a process of this host that ended)."""
+    holder = await supervisor_holder(store, run)
+    return holder is not None and not owner_gone(holder)
+
 
 
 @dataclass

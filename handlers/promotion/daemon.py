@@ -13,7 +13,8 @@ import asyncio
 from collections.abc import Callable
 
 from handlers.loop.config import LoopConfig
-from handlers.loop.control import open_store, supervisor_holder
+from handlers.loop.control import open_store
+from handlers.loop.supervisor import supervisor_alive
 from handlers.promotion.config import PromotionConfig
 from handlers.promotion.evaluator_service import MATCH_PLAYERS
 from handlers.promotion.history import HistoryEntry, history_entries
@@ -48,7 +49,7 @@ async def run_daemon(
         await registry.follow()
         reported = registry.position
         try:
-            if await supervisor_holder(store, config.run) is not None:
+            if await supervisor_alive(store, config.run):
                 on_note(f"the loop of run {config.run} is running: reporting its decisions")
                 pipeline = None
             else:

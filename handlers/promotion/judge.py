@@ -22,7 +22,8 @@ import msgspec
 from engine.games import get_game
 from engine.openings import openings_for
 from handlers.loop.config import LoopConfig
-from handlers.loop.control import loop_status, open_store, supervisor_holder
+from handlers.loop.control import loop_status, open_store
+from handlers.loop.supervisor import supervisor_alive
 from handlers.promotion.config import PromotionConfig
 from handlers.promotion.eval_worker import EvalWorker
 from handlers.promotion.evaluator_service import build_evaluator
@@ -216,7 +217,7 @@ async def judge_candidate(
                 raise PromotionError(f"{imported.model_id} is the first model of run {config.run}: "
                                      f"there is nothing to judge it against")
             return known
-        running = await supervisor_holder(store, config.run) is not None
+        running = await supervisor_alive(store, config.run)
         if play == "loop" or (play == "auto" and running):
             if not running:
                 raise PromotionError(f"no loop of run {config.run} is running to play the matches "

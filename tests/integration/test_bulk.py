@@ -10,6 +10,8 @@ import pytest
 from streams import names
 from streams.errors import StoreError
 from streams.events import LoopHalted, LoopStarted, NodeJoined
+from streams.games import GameFinished
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +119,62 @@ async def test_the_lean_connection_serves_the_authenticated_server(store):
     await store._replay_ordered(names.EVENTS, lambda *a: ordered.append(a),
                                 names.run_filter(names.EVENTS), 1, 300, None)
     assert last == 300 and lean == ordered
+
+
+def _games(n: int, worker: str = "w1") -> list:
+    return [GameFinished.new("r1", game_id=f"g{i}", game="connect4", moves=[3, 4, 3],
+                             policies=[[0.5, 0.5]] * 3, outcome=1, model_id="m0", worker=worker)
+            for i in range(n)]
+
+
+async def test_selfplay_sized_appends_go_over_one_kept_lean_connection(store):
+    """A batch of 64 games (selfplay's largest) takes the lean publisher, and every call after
+    the first reuses its connection: no size threshold, no connection per call."""
+    from streams import bulk
+
+    seqs = [await store.append_many(_games(64, worker=f"w{k}")) for k in range(3)]
+    assert seqs == [list(range(1 + 64 * k, 65 + 64 * k)) for k in range(3)]
+    assert bulk.publisher(store.nc).connections == 1
+    stored = await store.get(100, names.GAMES)
+    assert stored.subject == "jz.games.r1.w1.game.finished" and stored.event.game_id == "g35"
+
+
+async def test_lean_and_nats_py_appends_store_the_same_and_dedupe_each_other(store):
+    """Both paths store what the other would, in order, and each recognises the other's
+    appends by id: a retry through either path is stored once."""
+    first, second = _events(300), _events(300)
+    lean = await store.append_many(first + first[:5])  # repeated inside the call: stored once
+    assert lean == list(range(1, 301)) + [1, 2, 3, 4, 5]
+    encoded = store._encode(second + first[:10])
+    seqs, errors = [0] * len(encoded), []
+    await store._publish_pipelined(encoded, seqs, errors, 64, 10.0)
+    assert seqs == list(range(301, 601)) + list(range(1, 11)) and errors == []
+    assert await store.append_many(second) == list(range(301, 601))
+    assert await store.last_seq() == 600
+    for seq, event in ((1, first[0]), (450, second[149])):
+        assert (await store.get(seq)).event == event
+
+
+async def test_an_append_finishes_over_nats_py_when_the_lean_connection_breaks(store, caplog):
+    from streams import bulk
+
+    events = [LoopHalted.new("r1", reason=str(i)) for i in range(50_000)]
+    task = asyncio.create_task(store.append_many(events))
+    await until(store.last_seq, 10, "the first lean appends", poll=0.005)
+    bulk.publisher(store.nc).close()
+    assert await task == list(range(1, 50_001))
+    assert "lean connection unusable" in caplog.text
+    assert (await store.js.stream_info(names.EVENTS)).state.messages == 50_000
+    assert await store.append_many(events[:3]) == [1, 2, 3]  # a fresh lean connection
+    assert bulk.publisher(store.nc).connections == 2
+
+
+async def test_an_append_nobody_stores_is_refused_by_both_paths(store):
+    """No stream takes the subject (the server answers 503 instead of an acknowledgement)."""
+    await store.js.delete_stream(names.GAMES)
+    with pytest.raises(StoreError, match="game.finished: no stream takes this subject"):
+        await store.append_many(_games(3))
+    encoded = store._encode(_games(3))
+    seqs, errors = [0] * 3, []
+    await store._publish_pipelined(encoded, seqs, errors, 64, 10.0)
+    assert seqs == [-1, -1, -1] and errors[0] == (0, "no stream takes this subject")

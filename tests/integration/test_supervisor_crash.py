@@ -1,5 +1,6 @@
-"""A supervisor killed with kill -9: its embedded nats-server goes with it, and the next
-``--start`` starts the loop at once (the dead supervisor's lease is taken over, not waited out).
+"""A supervisor killed with kill -9: its embedded nats-server goes with it, ``--status`` says
+no supervisor is alive, and the next ``--start`` starts the loop at once (the dead
+supervisor's lease is taken over, not waited out).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import pytest
 import yaml
 
 from handlers.loop.config import load_loop_config
-from handlers.loop.control import start_background
+from handlers.loop.control import open_store, start_background
+from handlers.loop.status import collect_status, format_status
 from streams.server import EmbeddedServer, free_port, pid_alive
 from tests.loop_configs import tiny_loop_dict
 from tests.waiting import until
@@ -52,6 +54,10 @@ async def test_kill_9_of_the_supervisor_takes_its_server_down_and_start_works_at
         await until(lambda: _gone(supervisors[0]), 10, "the supervisor to die")
         await until(lambda: _gone(server_pid), 10, "its nats-server to die with it")
         assert not server.status().running
+        async with open_store(cfg.nats) as store:  # --status: the log says running, nobody runs it
+            report = await collect_status(store, cfg)
+        assert report["loop"]["state"] == "running" and not report["loop"]["supervisor_alive"]
+        assert "no supervisor is alive" in format_status(report)
 
         again = await start_background(cfg, path, timeout=60)
         assert "already running" not in again and "started" in again, again

@@ -147,3 +147,53 @@ async def test_a_consumer_status_other_than_100_interrupts():
     with pytest.raises(bulk.Interrupted, match="409") as info:
         proto.finished.result()
     assert info.value.last == 3
+
+
+def ack(call: int, index: int, body: bytes) -> bytes:
+    return b"MSG _INBOX.abc.%d.%d 1 %d\r\n%s\r\n" % (call, index, len(body), body)
+
+
+ACK_BYTES = b"".join([
+    ack(1, 0, b'{"stream":"GAMES","seq":41}'),
+    ack(2, 0, b'{"stream":"EVENTS","seq":7}'),
+    b"PING\r\n",
+    ack(1, 2, b'{"stream":"GAMES","seq":41,"duplicate":true}'),
+    ack(9, 0, b'{"stream":"GAMES","seq":99}'),  # a call that has returned: ignored
+    b"HMSG _INBOX.abc.1.1 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n",
+    ack(2, 1, b'{"error":{"code":400,"err_code":10054,"description":"maximum messages exceeded"}}'),
+])
+
+
+def acks() -> tuple[bulk._Acks, dict[int, tuple[list, list]], list]:
+    wire: list = []
+    proto = bulk._Acks()
+    proto.connection_made(Wire(wire))
+    calls = {1: ([0, 0, 0], []), 2: ([0, 0], [])}
+    for call, (seqs, errors) in calls.items():
+        proto.batches[call] = bulk._Batch(seqs, errors, 100)
+        proto.batches[call].in_flight = len(seqs)
+    return proto, calls, wire
+
+
+async def test_acknowledgements_settle_their_own_call_however_the_bytes_are_split():
+    proto, calls, wire = acks()
+    proto.data_received(ACK_BYTES)
+    assert calls == {1: ([41, -1, 41], [(1, "no stream takes this subject")]),
+                     2: ([7, -1], [(1, "maximum messages exceeded")])}
+    assert wire == [("write", b"PONG\r\n")]
+    assert all(b.done.done() and b.in_flight == 0 for b in proto.batches.values())
+    for cut in range(1, len(ACK_BYTES)):
+        split, got, _ = acks()
+        split.data_received(ACK_BYTES[:cut])
+        split.data_received(ACK_BYTES[cut:])
+        assert got == calls, cut
+
+
+async def test_a_lost_connection_fails_every_call_in_flight():
+    proto, _, _ = acks()
+    proto.data_received(ack(1, 0, b'{"stream":"GAMES","seq":41}'))
+    proto.connection_lost(None)
+    for batch in proto.batches.values():
+        with pytest.raises(bulk.Interrupted, match="lost"):
+            batch.done.result()
+    assert proto.stopped

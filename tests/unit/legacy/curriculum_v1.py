@@ -1,4 +1,6 @@
-"""(Frozen v1 copy, for the old-vs-new tests; not used by the project.) Curriculum read model: which selfplay stage the loop is in, from the champion's generation.
+"""(Frozen v1 copy, for the old-vs-new tests; not used by the project.)
+
+Curriculum read model: which selfplay stage the loop is in, from the champion's generation.
 
 Stage ``i`` of the configured stages lasts while the effective champion's generation is
 below its ``until_generation`` (the last stage has none and lasts forever). The champion

@@ -1,4 +1,6 @@
-"""(Frozen v1 copy, for the old-vs-new tests; not used by the project.) Matches read model: each match's spec, the game pairs counted, Elo ± interval, SPRT state.
+"""(Frozen v1 copy, for the old-vs-new tests; not used by the project.)
+
+Matches read model: each match's spec, the game pairs counted, Elo ± interval, SPRT state.
 
 A pair is counted once by its index (a unit redone by a second worker changes nothing) and
 only while the match is open; pairs that arrive after ``match.completed`` are tallied as

@@ -1,4 +1,6 @@
-"""(Frozen v1 copy, for the old-vs-new tests; not used by the project.) Model registry read model: every checkpoint, its lineage, the champion, promotion history.
+"""(Frozen v1 copy, for the old-vs-new tests; not used by the project.)
+
+Model registry read model: every checkpoint, its lineage, the champion, promotion history.
 
 Rules of the fold:
 

@@ -1,4 +1,6 @@
-"""(Frozen v1 copy, for the old-vs-new tests; not used by the project.) Training-pool read model: the shards synced from selfplay games, and the trainings run on them.
+"""(Frozen v1 copy, for the old-vs-new tests; not used by the project.)
+
+Training-pool read model: the shards synced from selfplay games, and the trainings run on them.
 
 Rules of the fold:
 
