@@ -9,7 +9,7 @@ import zlib
 import msgspec
 import pytest
 
-from bench.projections import SyntheticRun
+from bench.projection_replay import SyntheticRun
 from handlers.loop.config import LoopConfig
 from handlers.loop.metrics import follow_projections
 from handlers.loop.status import STATUS_PROJECTIONS, collect_status

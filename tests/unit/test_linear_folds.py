@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from legacy import curriculum_v1, matches_v1, models_v1, pool_v1
 from test_model_registry import registry_logs
 
-from bench.projections import SyntheticRun, synthetic_log
+from bench.projection_replay import SyntheticRun, synthetic_log
 from handlers.loop.config import CurriculumStage
 from projections import matches as matches_module
 from projections import persistent

@@ -1,10 +1,10 @@
-"""The synthetic run of ``bench/projections.py``: its records decode, and every projection of
+"""The synthetic run of ``bench/projection_replay.py``: its records decode, and every projection of
 the registry folds them into the run they describe (a champion with a rating, matches
 completed, shards synced), so the benchmark measures folds that do their real work."""
 
 from __future__ import annotations
 
-from bench.projections import RUN, SyntheticRun, fold_in_memory, synthetic_log
+from bench.projection_replay import RUN, SyntheticRun, fold_in_memory, synthetic_log
 from projections import PROJECTIONS
 from streams import codec, names
 

@@ -22,7 +22,7 @@ and poison records. For each size:
 Prints the figures, the 1M / 100k replay-rate ratio (target >= 0.8) and the status time on
 the largest log (target < 2 s), then one JSON line.
 
-    .venv/bin/python bench/projections.py [--sizes 100000 1000000] [--memory-only]
+    .venv/bin/python bench/projection_replay.py [--sizes 100000 1000000] [--memory-only]
 """
 
 from __future__ import annotations
