@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from streams import codec, names
-from streams.envelope import Event, tag_of
+from streams.envelope import Event
 
 S = TypeVar("S")
 
@@ -43,8 +43,7 @@ class BaseProjection(Generic[S]):
     """Convenience base: ``apply`` dispatches on the event's wire tag to its ``on_*`` handler.
 
     A handler is named after the tag it folds, dots as underscores: ``on_candidate_promoted``
-    folds ``candidate.promoted``. (``on_<EventClass>``, the older spelling, is read as that
-    class's tag.) The table tag -> handler is built when the class is defined, and a handler
+    folds ``candidate.promoted``. The table tag -> handler is built when the class is defined, and a handler
     that names no event type is a ``TypeError`` there: a misspelt handler cannot sit unused.
     A handler takes ``(state, event)``, or ``(state, event, seq)`` in a projection whose own
     ``apply_at`` looks it up with ``handler(event)`` and passes the sequence.
@@ -78,7 +77,7 @@ def handler_tag(method_name: str) -> str | None:
     if not method_name.startswith("on_"):
         return None
     rest = method_name[3:]
-    return _BY_METHOD_NAME.get(rest) or _BY_CLASS_NAME.get(rest)
+    return _BY_METHOD_NAME.get(rest)
 
 
 def handler_table(cls: type) -> dict[str, str]:
@@ -91,14 +90,11 @@ def handler_table(cls: type) -> dict[str, str]:
         if tag is None:
             raise TypeError(f"{cls.__name__}.{attr} names no event type (a handler is on_<tag>, "
                             f"dots as underscores, e.g. on_candidate_promoted)")
-        if tag in table:
-            raise TypeError(f"{cls.__name__}: {table[tag]} and {attr} both fold {tag}")
         table[tag] = attr
     return table
 
 
 _BY_METHOD_NAME: dict[str, str] = {tag.replace(".", "_"): tag for tag in codec.BY_TAG}
-_BY_CLASS_NAME: dict[str, str] = {t.__name__: tag_of(t) for t in codec.EVENT_TYPES}
 
 
 def fold(projection: Projection[S], events: Iterable[Event], state: S | None = None) -> S:

@@ -76,7 +76,7 @@ class _Exploding(BaseProjection[int]):
     def initial(self) -> int:
         return 0
 
-    def on_LoopHalted(self, s: int, e: ev.LoopHalted) -> int:
+    def on_loop_halted(self, s: int, e: ev.LoopHalted) -> int:
         raise RuntimeError("boom")
 
 
