@@ -40,7 +40,7 @@ from streams.config import NatsSettings  # noqa: E402
 from streams.connection import Log, connect  # noqa: E402
 from streams.definitions import ensure_streams  # noqa: E402
 from streams.envelope import Event  # noqa: E402
-from streams.games import GameFinished  # noqa: E402
+from streams.games import GameFinished, pack_policies  # noqa: E402
 from streams.server import EmbeddedServer, free_port  # noqa: E402
 from streams.store import EventStore  # noqa: E402
 
@@ -56,7 +56,7 @@ TARGET_REPLAY = 1.0
 
 
 def _game(rng: random.Random, i: int, run: str) -> GameFinished:
-    """A finished Connect Four game: ~30 moves, a 7-move search policy at each (~2 KB)."""
+    """A finished Connect Four game: ~30 moves, a 7-move search policy at each (packed)."""
     n = rng.randint(15, 42)
     policies = []
     for _ in range(n):
@@ -70,7 +70,7 @@ def _game(rng: random.Random, i: int, run: str) -> GameFinished:
         game_id=f"g{i}",
         game="connect4",
         moves=[rng.randrange(7) for _ in range(n)],
-        policies=policies,
+        **pack_policies(policies),
         outcome=rng.choice((1, -1, 0)),
         model_id=rng.choice(MODELS),
         generation=9,
@@ -153,7 +153,7 @@ class GamesPerModel(BaseProjection[ModelTally]):
     def initial(self) -> ModelTally:
         return ModelTally()
 
-    def on_GameFinished(self, s: ModelTally, e: GameFinished) -> ModelTally:
+    def on_game_finished(self, s: ModelTally, e: GameFinished) -> ModelTally:
         m = e.model_id
         return ModelTally(
             games={**s.games, m: s.games.get(m, 0) + 1},

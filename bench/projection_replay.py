@@ -151,7 +151,7 @@ class SyntheticRun:
             moves = [self.rng.randrange(7) for _ in range(self.rng.randint(9, 30))]
             positions += len(moves)
             yield self._event(GameFinished, game_id=f"g{self.count}", game="connect4", moves=moves,
-                              policies=[], outcome=self.rng.choice((-1, 0, 1)),
+                              outcome=self.rng.choice((-1, 0, 1)),
                               model_id=self.champion, generation=self.generation, worker="w1")
         shard = f"shard-{self.seq[names.EVENTS] + 1}"
         yield self._event(ev.PoolBatchSynced, shard_id=shard, object_name=f"pool/{shard}",

@@ -77,7 +77,8 @@ DEFAULT_CONNECT4_SELFPLAY = SelfplaySettings(search=DEFAULT_CONNECT4_SEARCH, gam
 
 class GameRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One finished game. ``policies[i]`` is the search's visit distribution (dense, over
-    every action) for move ``moves[opening_plies + i]``; opening moves were not searched.
+    every action, float32 values) for move ``moves[opening_plies + i]``; opening moves were
+    not searched.
     ``root_values[i]``, when recorded, is that search's backed-up root value for the side
     to move (empty: not recorded, as in games written before it was).
     ``full_search[i]`` says whether move ``i`` got the full search (a training sample) or
@@ -211,7 +212,8 @@ class SelfplayDriver:
                 continue
             state = search.root_state(slot)
             visits = search.visit_counts(slot)
-            self._policies[slot].append(tuple((visits / visits.sum()).tolist()))
+            # at float32 precision: what training uses and ``game.finished`` stores
+            self._policies[slot].append(tuple((visits / visits.sum()).astype(np.float32).tolist()))
             self._root_values[slot].append(search.root_value(slot))
             temperature = self.settings.search.temperature_at(len(state.moves))
             search.advance(slot, select_move(visits, temperature, rng))
@@ -280,16 +282,11 @@ def check_record(game: Game, record: GameRecord) -> State:
         raise InvalidGameRecord(
             f"{len(record.full_search)} full-search flags for {len(record.policies)} searched moves"
         )
+    policies = _policy_rows(game, record)
     state = game.initial_state()
     for ply, move in enumerate(record.moves):
-        if ply >= record.opening_plies:
-            policy = np.asarray(record.policies[ply - record.opening_plies], dtype=np.float64)
-            if policy.shape != (game.num_actions,) or not np.isfinite(policy).all():
-                raise InvalidGameRecord(f"policy of ply {ply} is not {game.num_actions} floats")
-            if (policy < 0).any() or abs(policy.sum() - 1.0) > 1e-4:
-                raise InvalidGameRecord(f"policy of ply {ply} is not a distribution")
-            if policy[~state.legal_mask()].any():
-                raise InvalidGameRecord(f"policy of ply {ply} puts mass on illegal moves")
+        if ply >= record.opening_plies and policies[ply - record.opening_plies][~state.legal_mask()].any():
+            raise InvalidGameRecord(f"policy of ply {ply} puts mass on illegal moves")
         try:
             state = state.play(int(move))
         except IllegalMove as exc:
@@ -299,3 +296,19 @@ def check_record(game: Game, record: GameRecord) -> State:
     if state.outcome() != record.outcome:
         raise InvalidGameRecord(f"outcome {record.outcome} recorded, the moves give {state.outcome()}")
     return state
+
+
+def _policy_rows(game: Game, record: GameRecord) -> np.ndarray:
+    """``record.policies`` as a float64 array [searched moves, actions], every row checked to
+    be a distribution (finite, non-negative, summing to 1)."""
+    shape = (len(record.policies), game.num_actions)
+    try:
+        policies = np.asarray(record.policies, dtype=np.float64).reshape(shape)
+    except ValueError:  # ragged rows, or rows of another length
+        raise InvalidGameRecord(f"policies are not rows of {game.num_actions} floats") from None
+    bad = ~np.isfinite(policies).all(axis=1)
+    bad |= (policies < 0).any(axis=1) | (np.abs(policies.sum(axis=1) - 1.0) > 1e-4)
+    if bad.any():
+        ply = record.opening_plies + int(np.argmax(bad))
+        raise InvalidGameRecord(f"policy of ply {ply} is not a distribution")
+    return policies

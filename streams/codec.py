@@ -24,6 +24,7 @@ from streams.games import (
     upgrade_game_finished_v1,
     upgrade_game_finished_v2,
     upgrade_game_finished_v3,
+    upgrade_game_finished_v4,
 )
 from streams.work import WorkItem
 
@@ -39,6 +40,7 @@ UPGRADERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("game.finished", 1): upgrade_game_finished_v1,
     ("game.finished", 2): upgrade_game_finished_v2,
     ("game.finished", 3): upgrade_game_finished_v3,
+    ("game.finished", 4): upgrade_game_finished_v4,
 }
 
 

@@ -33,7 +33,7 @@ from projections.loop_status import LoopStatus
 from projections.models import ModelRegistryProjection
 from projections.runner import ProjectionRunner
 from streams import names
-from streams.games import GameFinished
+from streams.games import GameFinished, pack_policies
 from streams.kv import Heartbeat, beat
 from streams.objects import get_object
 
@@ -60,7 +60,7 @@ def to_event(run: str, record: GameRecord, *, game: str, model_id: str, generati
              stage: str, search: dict, worker: str) -> GameFinished:
     return GameFinished.new(
         run, game_id=os.urandom(8).hex(), game=game, moves=list(record.moves),
-        policies=[list(p) for p in record.policies], root_values=list(record.root_values),
+        **pack_policies(record.policies), root_values=list(record.root_values),
         full_search=list(record.full_search),
         outcome=record.outcome, model_id=model_id,
         generation=generation, stage=stage, search=search, worker=worker,

@@ -44,7 +44,7 @@ from streams.consumer import Delivery
 from streams.envelope import derived_id
 from streams.errors import DecodeError
 from streams.events import PoolBatchSynced
-from streams.games import GameFinished
+from streams.games import GameFinished, policy_array
 from streams.kv import Heartbeat, Position, beat, load_position, save_position
 from streams.objects import put_object
 from streams.store import EventStore
@@ -68,13 +68,18 @@ log = logging.getLogger(__name__)
 
 
 def record_of(game: GameFinished) -> GameRecord:
-    """The engine's record of a finished game (moves before the first policy: the opening)."""
+    """The engine's record of a finished game (moves before the first policy: the opening);
+    ``InvalidGameRecord`` when its packed policies are malformed."""
+    try:
+        policies = policy_array(game)
+    except ValueError as exc:
+        raise InvalidGameRecord(str(exc)) from exc
     return GameRecord(
         moves=tuple(game.moves),
-        policies=tuple(tuple(p) for p in game.policies),
+        policies=tuple(map(tuple, policies.tolist())),
         outcome=game.outcome,
         plies=len(game.moves),
-        opening_plies=len(game.moves) - len(game.policies),
+        opening_plies=len(game.moves) - len(policies),
         root_values=tuple(game.root_values),
         full_search=tuple(game.full_search),
     )

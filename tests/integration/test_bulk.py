@@ -10,7 +10,7 @@ import pytest
 from streams import names
 from streams.errors import StoreError
 from streams.events import LoopHalted, LoopStarted, NodeJoined
-from streams.games import GameFinished
+from streams.games import GameFinished, pack_policies
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -123,7 +123,7 @@ async def test_the_lean_connection_serves_the_authenticated_server(store):
 
 def _games(n: int, worker: str = "w1") -> list:
     return [GameFinished.new("r1", game_id=f"g{i}", game="connect4", moves=[3, 4, 3],
-                             policies=[[0.5, 0.5]] * 3, outcome=1, model_id="m0", worker=worker)
+                             **pack_policies([[0.5, 0.5]] * 3), outcome=1, model_id="m0", worker=worker)
             for i in range(n)]
 
 

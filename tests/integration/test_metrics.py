@@ -23,7 +23,7 @@ from projections.runner import ProjectionRunner
 from streams import events as ev
 from streams import names
 from streams.consumer import DurableConsumer
-from streams.games import GameFinished
+from streams.games import GameFinished, pack_policies
 from streams.kv import Heartbeat, beat
 from streams.server import free_port
 
@@ -101,7 +101,7 @@ async def stop_health(task: asyncio.Task, stop: asyncio.Event) -> None:
 
 def _game(run: str, index: int, moves: list[int]) -> GameFinished:
     return GameFinished.new(run, game_id=f"g{index}", game="tictactoe", moves=moves,
-                            policies=[[1.0]] * len(moves), outcome=0, model_id="m0", worker="w1")
+                            **pack_policies([[1.0]] * len(moves)), outcome=0, model_id="m0", worker="w1")
 
 
 def _checkpoint(run: str, model_id: str, generation: int, step: int, policy_loss: float,

@@ -11,7 +11,7 @@ from handlers.loop.config import HealthSection, LoopConfig, MetricsSection
 from handlers.loop.status import collect_status, format_status
 from streams import events as ev
 from streams import names
-from streams.games import GameFinished
+from streams.games import GameFinished, pack_policies
 from streams.server import free_port
 from tests.integration.test_cli_events import config, jetzero  # noqa: F401 - config: the fixture
 from tests.integration.test_metrics import r, scrape_until, start_health, stop_health
@@ -31,7 +31,7 @@ async def _a_run(store, run: str) -> None:
     await store.append(_checkpoint(run, "m0", 0, 100))
     await store.append_many([
         GameFinished.new(run, game_id=f"g{i}", game="tictactoe", moves=list(range(3 + i % 3)),
-                         policies=[[1.0]] * (3 + i % 3), outcome=0, model_id="m0", worker="w")
+                         **pack_policies([[1.0]] * (3 + i % 3)), outcome=0, model_id="m0", worker="w")
         for i in range(7)
     ])
     for index, (first, last) in enumerate([(1, 3), (4, 7)]):

@@ -10,8 +10,9 @@ import pytest
 from engine.checkpoint import make_meta, save_checkpoint
 from engine.games import get_game
 from engine.network import build_network
-from engine.selfplay import GameRecord, check_record
+from engine.selfplay import check_record
 from handlers.loop.selfplay import play
+from handlers.loop.sync import record_of
 from handlers.runtime.service import run_service
 from streams import events as ev
 from streams import names
@@ -38,10 +39,8 @@ async def test_published_games_replay_into_legal_games_with_their_outcome(store,
     assert len(games) == result["totals"].games >= 24
     game = get_game("tictactoe")
     for g in games:
-        record = GameRecord(moves=tuple(g.moves), policies=tuple(tuple(p) for p in g.policies),
-                            outcome=g.outcome, plies=len(g.moves),
-                            opening_plies=len(g.moves) - len(g.policies))
-        final = check_record(game, record)
+        assert g.v == 5 and g.policies == [] and g.policy_width == game.num_actions
+        final = check_record(game, record_of(g))
         assert final.outcome() == g.outcome
         assert g.model_id == "t1-gen0" and g.stage == "main" and g.search["simulations"] == 16
     assert len({g.game_id for g in games}) == len(games)

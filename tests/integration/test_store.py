@@ -9,7 +9,7 @@ import pytest
 from streams import names
 from streams.errors import ConcurrencyConflict, EventNotFound
 from streams.events import CandidatePromoted, LoopHalted, LoopResumed
-from streams.games import GameFinished
+from streams.games import GameFinished, pack_policies
 
 pytestmark = pytest.mark.integration
 CHAMPION = names.aggregate_filter(names.EVENTS, "r1", names.AGG_CHAMPION)
@@ -93,7 +93,7 @@ async def test_follow_sees_new_events(store):
 
 
 async def test_streams_are_separate_and_missing_events_are_errors(store):
-    g = GameFinished.new("r1", game_id="g1", game="tictactoe", moves=[4], policies=[[1.0]],
+    g = GameFinished.new("r1", game_id="g1", game="tictactoe", moves=[4], **pack_policies([[1.0]]),
                          outcome=0, model_id="m0")
     seq = await store.append(g)
     assert (await store.get(seq, names.GAMES)).event == g

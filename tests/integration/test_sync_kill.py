@@ -25,7 +25,7 @@ from projections.pool import PoolProjection
 from projections.runner import ProjectionRunner
 from streams import events as ev
 from streams import names
-from streams.games import GameFinished
+from streams.games import GameFinished, pack_policies
 from streams.store import EventStore
 from tests.loop_configs import write_tiny_loop
 from tests.waiting import until
@@ -45,7 +45,7 @@ def finished_games(n: int, rng: random.Random) -> list[GameFinished]:
                          np.random.default_rng(rng.randrange(2**32)))
     return [
         GameFinished.new(RUN, game_id=f"g{i}", game="tictactoe", moves=list(r.moves),
-                         policies=[list(p) for p in r.policies], root_values=list(r.root_values),
+                         **pack_policies(r.policies), root_values=list(r.root_values),
                          outcome=r.outcome, model_id=rng.choice(MODELS), stage="main", worker="w0")
         for i, r in enumerate(records)
     ]

@@ -35,7 +35,7 @@ from projections.pool import Pool, PoolProjection
 from projections.runner import ProjectionRunner
 from streams import events as ev
 from streams import names
-from streams.games import GameFinished
+from streams.games import GameFinished, pack_policies, policy_array
 from streams.kv import Heartbeat, acquire_lease, get_value
 from streams.objects import get_object, sha256
 from streams.store import EventStore
@@ -81,7 +81,7 @@ async def publish(store: EventStore, models: list[str], seed: int = 0) -> list[t
             game_id=f"g{seed}-{i}",
             game="tictactoe",
             moves=list(r.moves),
-            policies=[list(p) for p in r.policies],
+            **pack_policies(r.policies),
             root_values=list(r.root_values),
             outcome=r.outcome,
             model_id=model,
@@ -165,7 +165,7 @@ async def test_sync_writes_shards_whose_samples_match_the_games(store, nats_sett
         assert np.array_equal(got.policies, want.policies)
         assert np.array_equal(got.values, want.values)
         assert np.array_equal(got.searched, want.searched) and not np.array_equal(got.searched, got.values)
-    assert state.positions == sum(len(r.policies) for _, r in games)
+    assert state.positions == sum(len(policy_array(g)) for _, g in games)
     [rejected] = await events_of(store, ev.EventRejected)
     assert rejected.seq == poison_seq and rejected.handler == "sync"
     assert await sync.shell.consumer.lag() == 0

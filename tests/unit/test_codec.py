@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,9 +15,12 @@ from streams import codec
 from streams.errors import DecodeError
 from streams.games import (
     GameFinished,
+    pack_policies,
+    policy_array,
     upgrade_game_finished_v1,
     upgrade_game_finished_v2,
     upgrade_game_finished_v3,
+    upgrade_game_finished_v4,
 )
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -27,6 +31,8 @@ def strategy_for(info: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
     i = msgspec.inspect
     if isinstance(info, i.StrType):
         return st.text(max_size=12)
+    if isinstance(info, i.BytesType):
+        return st.binary(max_size=12)
     if isinstance(info, i.BoolType):
         return st.booleans()
     if isinstance(info, i.IntType):
@@ -72,9 +78,11 @@ def test_stored_v1_game_finished_is_upcast_on_read():
     data = (FIXTURES / "game_finished_v1.msgpack").read_bytes()
     event = codec.decode(data)
     assert isinstance(event, GameFinished)
-    assert event.v == 4 and event.outcome == 0 and event.stage == "" and event.root_values == []
-    assert event.full_search == []
+    assert event.v == 5 and event.outcome == 0 and event.stage == "" and event.root_values == []
+    assert event.full_search == [] and event.policies == []
     assert event.moves == [4, 0, 8, 2, 6, 1, 5, 3, 7]
+    # the v1 policies, carried through every step to the packed field
+    assert np.array_equal(policy_array(event), np.full((9, 9), 0.1, np.float32))
     # the upgraded event re-encodes as the current version and decodes by the fast path
     assert codec.decode(codec.encode(event)) == event
 
@@ -84,8 +92,8 @@ def test_stored_v2_game_finished_is_upcast_on_read_without_root_values():
     assert msgspec.msgpack.decode(data)["v"] == 2
     event = codec.decode(data)
     assert isinstance(event, GameFinished)
-    assert event.v == 4 and event.stage == "main" and event.root_values == []
-    assert len(event.policies) == len(event.moves)
+    assert event.v == 5 and event.stage == "main" and event.root_values == []
+    assert policy_array(event).shape == (len(event.moves), 9)
     assert codec.decode(codec.encode(event)) == event
 
 
@@ -102,7 +110,8 @@ def test_stored_v3_game_finished_is_upcast_on_read_as_fully_searched():
     assert msgspec.msgpack.decode(data)["v"] == 3
     event = codec.decode(data)
     assert isinstance(event, GameFinished)
-    assert event.v == 4 and event.full_search == [] and len(event.root_values) == len(event.moves)
+    assert event.v == 5 and event.full_search == [] and len(event.root_values) == len(event.moves)
+    assert np.array_equal(policy_array(event), np.full((9, 9), 0.1, np.float32))
     assert event.root_values[0] == -0.4  # recorded values survive the upgrade
     assert codec.decode(codec.encode(event)) == event
 
@@ -113,6 +122,61 @@ def test_v3_upgrader_is_pure_and_keeps_recorded_flags():
     assert base == {"type": "game.finished", "v": 3, "outcome": 1}
     assert out == {**base, "v": 4, "full_search": []}
     assert upgrade_game_finished_v3({**base, "full_search": [True]})["full_search"] == [True]
+
+
+def test_stored_v4_game_finished_is_upcast_on_read_with_packed_policies():
+    data = (FIXTURES / "game_finished_v4.msgpack").read_bytes()
+    raw = msgspec.msgpack.decode(data)
+    assert raw["v"] == 4 and "policy_f32" not in raw
+    event = codec.decode(data)
+    assert isinstance(event, GameFinished)
+    assert event.v == 5 and event.policies == [] and event.policy_width == 9
+    policies = policy_array(event)
+    assert policies.dtype == np.float32 and policies.shape == (4, 9)
+    assert np.array_equal(policies, np.asarray(raw["policies"], np.float32))
+    assert event.full_search == raw["full_search"] and event.root_values == raw["root_values"]
+    assert codec.decode(codec.encode(event)) == event
+
+
+def test_v4_upgrader_is_pure_and_packs_row_major_little_endian_float32():
+    base = {"type": "game.finished", "v": 4, "policies": [[0.25, 0.75], [1.0, 0.0], [0.5, 0.5]]}
+    out = upgrade_game_finished_v4(base)
+    assert base["policies"] == [[0.25, 0.75], [1.0, 0.0], [0.5, 0.5]] and base["v"] == 4
+    assert out["v"] == 5 and out["policies"] == [] and out["policy_width"] == 2
+    assert out["policy_f32"] == np.array([0.25, 0.75, 1.0, 0.0, 0.5, 0.5], "<f4").tobytes()
+    empty = upgrade_game_finished_v4({"type": "game.finished", "v": 4, "policies": []})
+    assert empty["policy_f32"] == b"" and empty["policy_width"] == 0
+    with pytest.raises(ValueError):
+        upgrade_game_finished_v4({**base, "policies": [[0.5, 0.5], [1.0]]})
+
+
+def test_a_v4_game_with_ragged_policies_is_a_decode_error():
+    raw = msgspec.msgpack.decode((FIXTURES / "game_finished_v4.msgpack").read_bytes())
+    raw["policies"][1] = raw["policies"][1][:-1]
+    with pytest.raises(DecodeError, match="upgrade from v4"):
+        codec.decode(msgspec.msgpack.encode(raw))
+
+
+def _finished(**fields) -> GameFinished:
+    return GameFinished(id="g", time=0.0, run="r", game_id="g", game="tictactoe", moves=[4],
+                        outcome=0, model_id="m0", **fields)
+
+
+def test_policy_array_reads_the_packed_policies_and_refuses_malformed_ones():
+    rows = [[0.5, 0.25, 0.25], [0.0, 1.0, 0.0]]
+    packed = pack_policies(rows)
+    data, width = packed["policy_f32"], packed["policy_width"]
+    got = policy_array(_finished(**packed))
+    assert np.array_equal(got, np.asarray(rows, np.float32)) and got.dtype == np.float32
+    assert policy_array(_finished()).shape == (0, 0)
+    for bad in (
+        _finished(policy_f32=data[:-4], policy_width=width),  # not whole rows
+        _finished(policy_f32=data, policy_width=0),
+        _finished(policy_f32=data, policy_width=-3),
+        _finished(policies=[[1.0]]),  # a current event never carries unpacked policies
+    ):
+        with pytest.raises(ValueError):
+            policy_array(bad)
 
 
 def test_upgrader_is_pure_and_maps_every_result():

@@ -32,7 +32,7 @@ from projections.models import ModelRegistryProjection, fold_numbered
 from projections.ratings import RatingsProjection
 from projections.tally import RECENT_GAMES, GameTally, GameTallyProjection
 from streams import events as ev
-from streams.games import GameFinished
+from streams.games import GameFinished, pack_policies
 from streams.kv import Heartbeat
 
 RUN = "h1"
@@ -187,7 +187,7 @@ def _checkpoint(model_id, generation, step, policy_loss=1.0, value_loss=0.5):
 
 def _game(t, moves=(0, 1, 2)):
     game = GameFinished.new(RUN, game_id=f"g{t}", game="tictactoe", moves=list(moves),
-                            policies=[[1.0]] * len(moves), outcome=1, model_id="m0", worker="w")
+                            **pack_policies([[1.0]] * len(moves)), outcome=1, model_id="m0", worker="w")
     return msgspec.structs.replace(game, time=t)
 
 

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.games import get_game
 from engine.mcts import SearchSettings, UniformEvaluator
 from engine.samples import samples_from_record
-from engine.selfplay import SelfplaySettings, play_games
+from engine.selfplay import GameRecord, InvalidGameRecord, SelfplaySettings, check_record, play_games
 from engine.train import TrainConfig
 from handlers.loop.config import TrainingSection
 from handlers.loop.sync import interrupted_batch, plan_shards, record_of, shard_id_for
 from handlers.loop.training_plan import choose_parent, plan_training, steps_for
 from projections.models import ModelRegistryProjection, fold_numbered
 from projections.pool import Pool, PoolProjection, training_window, window_size
+from streams import codec
 from streams import events as ev
-from streams.games import GameFinished
+from streams.games import GameFinished, pack_policies
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 RUN = "r"
 P = PoolProjection()
@@ -322,7 +328,7 @@ def finished(record, i: int, model: str = "m0") -> GameFinished:
         game_id=f"g{i}",
         game="tictactoe",
         moves=list(record.moves),
-        policies=[list(p) for p in record.policies],
+        **pack_policies(record.policies),
         root_values=list(record.root_values),
         full_search=list(record.full_search),
         outcome=record.outcome,
@@ -339,6 +345,36 @@ def test_a_finished_game_becomes_the_same_samples_as_its_engine_record():
         a, b = samples_from_record(game, back), samples_from_record(game, record)
         assert np.array_equal(a.planes, b.planes) and np.array_equal(a.values, b.values)
         assert np.array_equal(a.searched, np.asarray(record.root_values, np.float32))
+
+
+def test_a_stored_v4_game_and_its_v5_upcast_give_the_same_samples():
+    data = (FIXTURES / "game_finished_v4.msgpack").read_bytes()
+    raw = msgspec.msgpack.decode(data)  # read as version 4 readers did: policies as float lists
+    v4 = GameRecord(moves=tuple(raw["moves"]), policies=tuple(tuple(p) for p in raw["policies"]),
+                    outcome=raw["outcome"], plies=len(raw["moves"]),
+                    opening_plies=len(raw["moves"]) - len(raw["policies"]),
+                    root_values=tuple(raw["root_values"]), full_search=tuple(raw["full_search"]))
+    event = codec.decode(data)
+    assert isinstance(event, GameFinished) and event.v == 5 and event.policies == []
+    v5 = record_of(event)
+    game = get_game("tictactoe")
+    check_record(game, v4)
+    check_record(game, v5)
+    assert v5.opening_plies == v4.opening_plies == 1 and v5.full_search == v4.full_search
+    a, b = samples_from_record(game, v4), samples_from_record(game, v5)
+    assert len(a) == len(b) == sum(v4.full_search) > 0
+    for name in ("planes", "policies", "values", "searched"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_a_game_with_malformed_packed_policies_is_an_invalid_record():
+    _, records = tictactoe_games(1)
+    good = finished(records[0], 0)
+    for bad in (msgspec.structs.replace(good, policy_f32=good.policy_f32[:-4]),
+                msgspec.structs.replace(good, policy_width=3),
+                msgspec.structs.replace(good, policies=[[1.0]])):
+        with pytest.raises(InvalidGameRecord):
+            check_record(get_game("tictactoe"), record_of(bad))
 
 
 def test_a_capped_game_gives_samples_of_its_fully_searched_moves_only():

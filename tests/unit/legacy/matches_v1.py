@@ -114,7 +114,7 @@ class MatchesProjection(BaseProjection[Matches]):
     def _put(self, s: Matches, m: MatchState) -> Matches:
         return msgspec.structs.replace(s, matches={**s.matches, m.match_id: m})
 
-    def on_MatchScheduled(self, s: Matches, e: ev.MatchScheduled) -> Matches:
+    def on_match_scheduled(self, s: Matches, e: ev.MatchScheduled) -> Matches:
         if e.match_id in s.matches:  # scheduled again (a redone decision): first one wins
             return s
         m = MatchState(scheduled=e)
@@ -125,7 +125,7 @@ class MatchesProjection(BaseProjection[Matches]):
             m = msgspec.structs.replace(m, sprt_error=str(exc))
         return self._put(s, m)
 
-    def on_MatchPairPlayed(self, s: Matches, e: ev.MatchPairPlayed) -> Matches:
+    def on_match_pair_played(self, s: Matches, e: ev.MatchPairPlayed) -> Matches:
         m = s.matches.get(e.match_id)
         if m is None or e.pair_index in m.pairs_counted:
             return s
@@ -146,7 +146,7 @@ class MatchesProjection(BaseProjection[Matches]):
             ),
         )
 
-    def on_MatchCompleted(self, s: Matches, e: ev.MatchCompleted) -> Matches:
+    def on_match_completed(self, s: Matches, e: ev.MatchCompleted) -> Matches:
         m = s.matches.get(e.match_id)
         if m is None or m.completed:  # first completion wins; repeats change nothing
             return s

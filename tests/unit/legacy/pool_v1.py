@@ -145,7 +145,7 @@ class PoolProjection(BaseProjection[Pool]):
         new = method(state, event, seq)
         return new if new is state else msgspec.structs.replace(new, last_seq=max(seq, state.last_seq))
 
-    def on_PoolBatchSynced(self, s: Pool, e: ev.PoolBatchSynced, seq: int) -> Pool:
+    def on_pool_batch_synced(self, s: Pool, e: ev.PoolBatchSynced, seq: int) -> Pool:
         first, last = e.games_first_seq, e.games_last_seq
         models = tuple(e.models)
         known = _holds(s.ranges, (first, last))
@@ -182,7 +182,7 @@ class PoolProjection(BaseProjection[Pool]):
             positions_since_training=s.positions_since_training + e.positions,
         )
 
-    def on_TrainingStarted(self, s: Pool, e: ev.TrainingStarted, seq: int) -> Pool:
+    def on_training_started(self, s: Pool, e: ev.TrainingStarted, seq: int) -> Pool:
         if s.training(e.id) is not None:
             return s
         trainings = s.trainings
@@ -211,10 +211,10 @@ class PoolProjection(BaseProjection[Pool]):
                 return msgspec.structs.replace(s, trainings=(*s.trainings[:i], closed, *s.trainings[i + 1 :]))
         return s
 
-    def on_CheckpointSaved(self, s: Pool, e: ev.CheckpointSaved, seq: int) -> Pool:
+    def on_checkpoint_saved(self, s: Pool, e: ev.CheckpointSaved, seq: int) -> Pool:
         return self._close(s, e.causation_id, CHECKPOINT, e.model_id) if e.causation_id else s
 
-    def on_HealthCheckFailed(self, s: Pool, e: ev.HealthCheckFailed, seq: int) -> Pool:
+    def on_health_check_failed(self, s: Pool, e: ev.HealthCheckFailed, seq: int) -> Pool:
         if e.severity != CRITICAL or not e.causation_id:
             return s
         return self._close(s, e.causation_id, DIVERGED if e.check == NAN_LOSS else FAILED)
