@@ -46,6 +46,22 @@ def load_target(config: Path, run: str | None = None) -> Target:
     return Target(nats=cfg.nats, run=cfg.run)
 
 
+def loop_config(path: Path):
+    """The loop config at ``path``, or one line on stderr and exit 2."""
+    return guarded(lambda: load_loop_config(path), code=2)
+
+
+def with_store(cfg, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    """``await work(store)`` on a store opened with ``cfg.nats``; a jetzero error exits 2."""
+    from handlers.loop.control import open_store
+
+    async def main():
+        async with open_store(cfg.nats) as store:
+            return await work(store)
+
+    return guarded(lambda: run_async(main), code=2)
+
+
 def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``main()`` on a uvloop event loop (no event-loop policies)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

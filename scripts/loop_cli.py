@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -95,5 +94,3 @@ def status(config: Path = LoopConfigOption,
     else:
         typer.echo(format_status(report))
 
-
-_ = asyncio  # the loop commands run their coroutines through run_async

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from scripts.common import DEFAULT_CONFIG, echo_json, fmt_time, guarded, run_async
+from scripts.common import DEFAULT_CONFIG, echo_json, fmt_time, loop_config, with_store
 
 app = typer.Typer(help="Models of a run: list, export one to a file, import one from a file.",
                   no_args_is_help=True)
@@ -20,22 +20,6 @@ app = typer.Typer(help="Models of a run: list, export one to a file, import one 
 ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", "-c",
                             help="the loop's config: nats, run, game, network")
 JsonOption = typer.Option(False, "--json", help="machine-readable output")
-
-
-def _loop_config(path: Path):
-    from handlers.loop.config import load_loop_config
-
-    return guarded(lambda: load_loop_config(path), code=2)
-
-
-def _with_store(cfg, work):
-    from handlers.loop.control import open_store
-
-    async def main():
-        async with open_store(cfg.nats) as store:
-            return await work(store)
-
-    return guarded(lambda: run_async(main), code=2)
 
 
 def _elo(e) -> str:
@@ -61,8 +45,8 @@ def list_(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
     """Every model: generation, parent, status (champion, promoted, reverted, rejected...), Elo, digest."""
     from handlers.promotion.models import list_models
 
-    cfg = _loop_config(config)
-    entries = _with_store(cfg, lambda store: list_models(store, cfg.run))
+    cfg = loop_config(config)
+    entries = with_store(cfg, lambda store: list_models(store, cfg.run))
     if as_json:
         echo_json(entries)
     else:
@@ -78,8 +62,8 @@ def export(
     """Write a model's checkpoint to a file, verified by its recorded digest."""
     from handlers.promotion.models import export_model
 
-    cfg = _loop_config(config)
-    done = _with_store(cfg, lambda store: export_model(store, cfg.run, model, output))
+    cfg = loop_config(config)
+    done = with_store(cfg, lambda store: export_model(store, cfg.run, model, output))
     typer.echo(f"exported {done.model_id} to {done.path} ({done.size} bytes, sha256 {done.digest})")
 
 
@@ -91,8 +75,8 @@ def import_(
     """Record a checkpoint file as a model of the run (refused: corrupt, another game or architecture)."""
     from handlers.promotion.models import import_model
 
-    cfg = _loop_config(config)
-    done = _with_store(cfg, lambda store: import_model(store, cfg, path))
+    cfg = loop_config(config)
+    done = with_store(cfg, lambda store: import_model(store, cfg, path))
     if done.already_known:
         typer.echo(f"{done.model_id} is already in run {cfg.run} (#{done.seq}, sha256 {done.digest})")
     else:

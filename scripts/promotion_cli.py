@@ -19,7 +19,16 @@ from typing import Any
 
 import typer
 
-from scripts.common import DEFAULT_CONFIG, echo_json, fail, fmt_time, guarded, run_async
+from scripts.common import (
+    DEFAULT_CONFIG,
+    echo_json,
+    fail,
+    fmt_time,
+    guarded,
+    loop_config,
+    run_async,
+    with_store,
+)
 
 app = typer.Typer(help="Promotion: judge a candidate, evaluate continuously, roll back, history, ratings.",
                   no_args_is_help=True)
@@ -49,16 +58,10 @@ ModelOption = typer.Option(None, "--model", help="go back to this model's latest
 ReasonOption = typer.Option("", "--reason", help="why (recorded in the event)")
 
 
-def _loop_config(path: Path):
-    from handlers.loop.config import load_loop_config
-
-    return guarded(lambda: load_loop_config(path), code=2)
-
-
 def _configs(config: Path, promotion: Path | None, overrides: dict[str, Any]):
     from handlers.promotion.config import load_promotion_config
 
-    loop_cfg = _loop_config(config)
+    loop_cfg = loop_config(config)
     path = promotion or Path(loop_cfg.promotion_config)
     given = {k: v for k, v in overrides.items() if v is not None}
     return loop_cfg, guarded(lambda: load_promotion_config(path, given), code=2)
@@ -203,19 +206,14 @@ def rollback(
     """Roll the champion back (default: to the previous effective promotion).
 
     Decided by the controller: the running loop's, or, with no loop running, run here."""
-    from handlers.loop.control import open_store
     from handlers.promotion.manager import rollback_champion
 
     if to is not None and model is not None:
         fail("give --to or --model, not both", 2)
-    cfg = _loop_config(config)
+    cfg = loop_config(config)
 
-    async def work():
-        async with open_store(cfg.nats) as store:
-            return await rollback_champion(store, cfg.run, to_seq=to or 0, model_id=model or "",
-                                           reason=reason)
-
-    event, seq = guarded(lambda: run_async(work), code=2)
+    event, seq = with_store(cfg, lambda store: rollback_champion(
+        store, cfg.run, to_seq=to or 0, model_id=model or "", reason=reason))
     typer.echo(f"rolled back run {cfg.run} to promotion #{event.to_promotion_seq}: the champion is "
                f"{event.model_id}; reverted {', '.join(event.reverted_models) or 'nothing'} "
                f"(champion.rolled_back #{seq})")
@@ -228,24 +226,11 @@ def promote(
     reason: str = ReasonOption,
 ) -> None:
     """Promote a model by hand, skipping its matches (decided by the controller, as rollback)."""
-    from handlers.loop.control import decide_command, effect_of, open_store
-    from handlers.loop.supervisor import who
-    from streams import commands as cmd
-    from streams import events as ev
-    from streams import names
-    from streams.errors import PromotionError
+    from handlers.promotion.manager import promote_model
 
-    cfg = _loop_config(config)
+    cfg = loop_config(config)
 
-    async def work():
-        async with open_store(cfg.nats) as store:
-            command = cmd.PromoteModel.new(cfg.run, model_id=model_id, by=who(), reason=reason)
-            answer = await decide_command(store, command, timeout=30.0)
-            if isinstance(answer, ev.CommandRejected):
-                raise PromotionError(f"promotion refused: {answer.reason}")
-            return await effect_of(store, command, ev.CandidatePromoted, names.AGG_CHAMPION)
-
-    event, seq = guarded(lambda: run_async(work), code=2)
+    event, seq = with_store(cfg, lambda store: promote_model(store, cfg.run, model_id, reason=reason))
     typer.echo(f"promoted {event.model_id} by hand in run {cfg.run}: it replaced "
                f"{event.previous_champion or 'no champion'} (candidate.promoted #{seq})")
 
@@ -253,16 +238,11 @@ def promote(
 @app.command()
 def history(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
     """Every promotion, rejection and rollback of the run, with their figures."""
-    from handlers.loop.control import open_store
     from handlers.promotion.history import promotion_history
 
-    cfg = _loop_config(config)
+    cfg = loop_config(config)
 
-    async def work():
-        async with open_store(cfg.nats) as store:
-            return await promotion_history(store, cfg.run)
-
-    registry, entries = guarded(lambda: run_async(work), code=2)
+    registry, entries = with_store(cfg, lambda store: promotion_history(store, cfg.run))
     if as_json:
         echo_json({"champion": registry.champion, "entries": entries})
     else:
@@ -272,16 +252,11 @@ def history(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
 @app.command()
 def ratings(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
     """The Elo ladder of every model and reference player, with 95% intervals."""
-    from handlers.loop.control import open_store
     from handlers.promotion.history import ratings_ladder
 
-    cfg = _loop_config(config)
+    cfg = loop_config(config)
 
-    async def work():
-        async with open_store(cfg.nats) as store:
-            return await ratings_ladder(store, cfg.run)
-
-    ladder = guarded(lambda: run_async(work), code=2)
+    ladder = with_store(cfg, lambda store: ratings_ladder(store, cfg.run))
     if as_json:
         echo_json({"anchor": ladder.anchor, "ladder": dict(ladder.ranked()), "unrated": ladder.unrated})
     else:

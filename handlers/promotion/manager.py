@@ -1,5 +1,5 @@
 """Manual rollback of the champion (``jetzero promotion rollback``,
-``model_promotion_manager.py --rollback``).
+``model_promotion_manager.py --rollback``) and manual promotion (``jetzero promotion promote``).
 
 ``rollback_champion`` sends ``command.rollback`` and waits for the answer: the controller
 (``handlers.loop.controller``) is the one implementation of a rollback by hand. With the loop
@@ -24,7 +24,7 @@ from streams import names
 from streams.errors import PromotionError
 from streams.store import EventStore
 
-__all__ = ["PromotionError", "rollback_champion"]
+__all__ = ["PromotionError", "promote_model", "rollback_champion"]
 
 
 async def rollback_champion(store: EventStore, run: str, *, to_seq: int = 0, model_id: str = "",
@@ -44,3 +44,15 @@ async def rollback_champion(store: EventStore, run: str, *, to_seq: int = 0, mod
     if isinstance(answer, ev.CommandRejected):
         raise PromotionError(f"rollback refused: {answer.reason}")
     return await effect_of(store, command, ev.ChampionRolledBack, names.AGG_CHAMPION)
+
+
+async def promote_model(store: EventStore, run: str, model_id: str, *, reason: str = "", by: str = "",
+                        timeout: float = 30.0) -> tuple[ev.CandidatePromoted, int]:
+    """Promote ``model_id`` by hand, skipping its matches, through the controller; the
+    ``candidate.promoted`` it appended and its sequence. Refusals and timeouts as a rollback's.
+    """
+    command = cmd.PromoteModel.new(run, model_id=model_id, by=by or who(), reason=reason)
+    answer = await decide_command(store, command, timeout=timeout)
+    if isinstance(answer, ev.CommandRejected):
+        raise PromotionError(f"promotion refused: {answer.reason}")
+    return await effect_of(store, command, ev.CandidatePromoted, names.AGG_CHAMPION)

@@ -18,6 +18,7 @@ from streams.config import NatsSettings
 from streams.connection import connect
 from streams.errors import CredentialsError, NotAuthorized
 from streams.server import EmbeddedServer, free_port
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -98,9 +99,11 @@ async def test_a_role_user_gets_only_its_permissions(tmp_path):
             await nc.publish("jz.allowed.x", b"ok")
             await nc.publish("jz.other", b"no")
             await nc.flush()
-            deadline = asyncio.get_running_loop().time() + 5
-            while not errors and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.05)
+
+            async def refused() -> bool:
+                return bool(errors)
+
+            await until(refused, 5, "the permissions violation", poll=0.05)
         finally:
             await nc.close()
         assert errors and all("jz.other" in e for e in errors)

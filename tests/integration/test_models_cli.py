@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.checkpoint import load_checkpoint_file, make_meta, save_checkpoint
-from engine.network import DEFAULT_TICTACTOE_NETWORK, NetworkConfig, build_network
+from engine.network import DEFAULT_TICTACTOE_NETWORK, build_network
 from scripts.cli import app
 from streams import events as ev
 from streams import names
@@ -22,6 +22,7 @@ from tests.integration.test_promotion_cli import (  # noqa: F401 - config: the f
     candidate_file,
     config,
     in_log,
+    refused_files,
     registry,
     seed_run,
 )
@@ -87,17 +88,7 @@ def test_export_refuses_bytes_that_fail_their_digest_and_unknown_models(tmp_path
 def test_import_refuses_corrupt_files_other_games_and_architectures(tmp_path, config, nats_settings):  # noqa: F811
     seed_run(nats_settings)
     before = all_events(nats_settings)
-    corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
-    connect4 = candidate_file(tmp_path / "c4.pt", "c4-model", game="connect4",
-                              arch=NetworkConfig(blocks=1, channels=8, value_hidden=8))
-    wider = candidate_file(tmp_path / "wide.pt", "wide-model",
-                           arch=NetworkConfig(blocks=2, channels=8, value_hidden=8))
-    for path, reason in [
-        (corrupt, "refused: checkpoint is corrupt or not a checkpoint"),
-        (connect4, "refused: checkpoint c4-model is for connect4, not tictactoe"),
-        (wider, "refused: checkpoint wide-model has architecture"),
-    ]:
+    for path, reason in refused_files(tmp_path):
         code, out = models("import", path, "--config", config)
         assert code == 2 and reason in " ".join(out.split()), path
     assert all_events(nats_settings) == before  # nothing recorded

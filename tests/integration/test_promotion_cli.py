@@ -120,21 +120,25 @@ def jetzero(*args: str | Path | int):
     return result
 
 
-def test_refused_candidates_exit_2_with_the_reason_and_record_nothing(tmp_path, config, nats_settings):
-    seed_run(nats_settings)
-    before = all_events(nats_settings)
+def refused_files(tmp_path: Path) -> list[tuple[Path, str]]:
+    """Checkpoint files every importer refuses, each with the reason it must give."""
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
     connect4 = candidate_file(tmp_path / "c4.pt", "c4-model", game="connect4",
                               arch=NetworkConfig(blocks=1, channels=8, value_hidden=8))
     wider = candidate_file(tmp_path / "wide.pt", "wide-model",
                            arch=NetworkConfig(blocks=2, channels=8, value_hidden=8))
-    cases = [
+    return [
         (corrupt, "refused: checkpoint is corrupt or not a checkpoint"),
         (connect4, "refused: checkpoint c4-model is for connect4, not tictactoe"),
         (wider, "refused: checkpoint wide-model has architecture"),
-        (tmp_path / "missing.pt", "cannot read model file"),
     ]
+
+
+def test_refused_candidates_exit_2_with_the_reason_and_record_nothing(tmp_path, config, nats_settings):
+    seed_run(nats_settings)
+    before = all_events(nats_settings)
+    cases = [*refused_files(tmp_path), (tmp_path / "missing.pt", "cannot read model file")]
     for path, reason in cases:
         result = jetzero("candidate", path, "--config", config, "--play", "local")
         assert result.exit_code == 2, (path, result.output)

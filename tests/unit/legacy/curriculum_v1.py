@@ -6,21 +6,16 @@ Stage ``i`` of the configured stages lasts while the effective champion's genera
 below its ``until_generation`` (the last stage has none and lasts forever). The champion
 follows the model registry's rules: the first generation-0 checkpoint, then each
 ``candidate.promoted``, and after ``champion.rolled_back`` the model of the promotion rolled
-back to — so a rollback can bring an earlier stage back. ``selfplay_settings_for`` turns a
-stage into the engine's selfplay settings (the network never changes with the stage).
+back to — so a rollback can bring an earlier stage back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
-from engine.games import get_game
-from engine.mcts import SearchSettings
-from engine.openings import openings_for
-from engine.selfplay import SelfplaySettings
 from projections.base import BaseProjection
 from streams import events as ev
 from streams.envelope import Event
@@ -29,37 +24,8 @@ __all__ = [
     "CurriculumProjection",
     "CurriculumState",
     "StageChange",
-    "StageSettings",
-    "selfplay_settings_for",
     "stage_index_for",
 ]
-
-
-class StageSettings(Protocol):
-    """What a curriculum stage gives (``handlers.loop.config.CurriculumStage`` has it)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def until_generation(self) -> int | None: ...
-    @property
-    def simulations(self) -> int: ...
-    @property
-    def temperature(self) -> float: ...
-    @property
-    def temperature_moves(self) -> int: ...
-    @property
-    def dirichlet_alpha(self) -> float: ...
-    @property
-    def dirichlet_fraction(self) -> float: ...
-    @property
-    def random_opening_moves(self) -> int: ...
-    @property
-    def use_openings(self) -> bool: ...
-    @property
-    def full_search_fraction(self) -> float: ...
-    @property
-    def fast_simulations(self) -> int: ...
 
 
 class _OneStage(msgspec.Struct, frozen=True):
@@ -161,27 +127,3 @@ class CurriculumProjection(BaseProjection[CurriculumState]):
             changes=changes,
             last_seq=max(seq, s.last_seq),
         )
-
-
-def selfplay_settings_for(stage: StageSettings, config: Any) -> SelfplaySettings:
-    """The engine's selfplay settings for ``stage`` under the loop ``config`` (its ``game`` and
-    ``selfplay`` sections): the stage's search, noise, temperature, openings and playout cap."""
-    search = SearchSettings(
-        simulations=stage.simulations,
-        dirichlet_alpha=stage.dirichlet_alpha,
-        dirichlet_fraction=stage.dirichlet_fraction,
-        temperature=stage.temperature,
-        temperature_moves=stage.temperature_moves,
-    )
-    openings: tuple[tuple[int, ...], ...] = ()
-    if stage.use_openings:
-        game = get_game(config.game.name, **config.game.params)
-        openings = tuple(tuple(o) for o in openings_for(game) if o)
-    return SelfplaySettings(
-        search=search,
-        games_in_flight=config.selfplay.games_in_flight,
-        openings=openings,
-        random_opening_moves=stage.random_opening_moves,
-        full_search_fraction=stage.full_search_fraction,
-        fast_simulations=stage.fast_simulations,
-    )

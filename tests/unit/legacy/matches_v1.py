@@ -5,8 +5,7 @@ Matches read model: each match's spec, the game pairs counted, Elo ± interval, 
 A pair is counted once by its index (a unit redone by a second worker changes nothing) and
 only while the match is open; pairs that arrive after ``match.completed`` are tallied as
 ``late_pairs``. Figures come from the engine's rating math on the pentanomial counts from
-the candidate's point of view. ``match_decision`` says whether a match should complete now
-(its SPRT decided, or ``max_pairs`` reached) and with which ``match.completed`` fields.
+the candidate's point of view.
 """
 
 from __future__ import annotations
@@ -30,8 +29,6 @@ __all__ = [
     "MatchState",
     "Matches",
     "MatchesProjection",
-    "candidate_matches",
-    "match_decision",
 ]
 
 GATE, REGRESSION, REFERENCE, WATCH = "gate", "regression", "reference", "watch"
@@ -167,48 +164,3 @@ class MatchesProjection(BaseProjection[Matches]):
             if sum(penta):
                 fields["los"] = elo_from_pentanomial(penta).los
         return self._put(s, msgspec.structs.replace(m, **fields))
-
-
-def match_decision(match: MatchState) -> dict[str, Any] | None:
-    """The ``match.completed`` fields if ``match`` should complete now, else ``None``.
-
-    It completes when its SPRT accepts or rejects (verdict the same), or when ``max_pairs``
-    pairs are counted (verdict ``inconclusive`` unless the SPRT decided on the last pair).
-    """
-    if match.completed:
-        return None
-    n, cap = match.pairs, match.scheduled.max_pairs
-    if match.sprt_verdict in ("accept", "reject"):
-        verdict = match.sprt_verdict
-        bound = f">= upper {match.upper:.3f}" if verdict == "accept" else (f"<= lower {match.lower:.3f}")
-        reason = f"SPRT {verdict}s H1 after {n} pairs: LLR {match.llr:.3f} {bound}"
-    elif n >= cap:
-        verdict = "inconclusive"
-        reason = f"max_pairs {cap} reached: LLR {match.llr:.3f} within ({match.lower:.3f}, {match.upper:.3f})"
-        if match.sprt_error:
-            reason += f" (SPRT unusable: {match.sprt_error})"
-    else:
-        return None
-    return dict(
-        match_id=match.match_id,
-        verdict=verdict,
-        pairs=n,
-        pentanomial=list(match.pentanomial),
-        elo=match.elo,
-        elo_ci95=match.ci95,
-        llr=match.llr,
-        lower=match.lower,
-        upper=match.upper,
-        reason=reason,
-    )
-
-
-def candidate_matches(
-    state: Matches, model_id: str, purposes: tuple[str, ...] = CANDIDATE_PURPOSES
-) -> list[MatchState]:
-    """The matches of ``purposes`` in which ``model_id`` is the candidate."""
-    return [
-        m
-        for m in state.matches.values()
-        if m.purpose in purposes and m.candidate.kind == "model" and m.candidate.model_id == model_id
-    ]

@@ -30,8 +30,6 @@ Rules of the fold:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import msgspec
 
 from projections.base import BaseProjection
@@ -50,11 +48,6 @@ __all__ = [
     "Refusal",
     "Rejection",
     "Rollback",
-    "fold_numbered",
-    "lineage",
-    "previous_champions",
-    "previous_promotion",
-    "promotion_at",
 ]
 
 KEEP_REFUSALS = 20
@@ -173,34 +166,6 @@ def _path(promotions: tuple[Promotion, ...], tip: int) -> list[int]:
         path.append(tip)
         tip = promotions[tip].parent
     return path[::-1]
-
-
-def lineage(state: ModelRegistry) -> list[Promotion]:
-    """The effective promotions, oldest first; the last one made the current champion."""
-    return [state.promotions[i] for i in _path(state.promotions, state.tip)]
-
-
-def promotion_at(state: ModelRegistry, seq: int) -> Promotion | None:
-    """The promotion (initial one included) at sequence ``seq``, if any."""
-    return next((p for p in reversed(state.promotions) if p.seq == seq), None)
-
-
-def previous_promotion(state: ModelRegistry) -> Promotion | None:
-    """The effective promotion before the current champion's, if any (a rollback target)."""
-    line = lineage(state)
-    return line[-2] if len(line) >= 2 else None
-
-
-def previous_champions(state: ModelRegistry, k: int) -> list[str]:
-    """Up to ``k`` earlier effective champions, most recent first, without the champion."""
-    current = state.champion.model_id if state.champion else ""
-    out: list[str] = []
-    for p in reversed(lineage(state)):
-        if len(out) >= k:
-            break
-        if p.model_id != current and p.model_id not in out:
-            out.append(p.model_id)
-    return out
 
 
 class ModelRegistryProjection(BaseProjection[ModelRegistry]):
@@ -360,15 +325,3 @@ class ModelRegistryProjection(BaseProjection[ModelRegistry]):
             ),
             champion_last_seq=max(seq, s.champion_last_seq),
         )
-
-
-def fold_numbered(
-    projection: ModelRegistryProjection,
-    numbered: Iterable[tuple[int, Event]],
-    state: ModelRegistry | None = None,
-) -> ModelRegistry:
-    """Fold ``(seq, event)`` pairs with ``apply_at`` (what the runner does with sequences)."""
-    current = projection.initial() if state is None else state
-    for seq, event in numbered:
-        current = projection.apply_at(current, event, seq)
-    return current

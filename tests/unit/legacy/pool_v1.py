@@ -14,14 +14,11 @@ Rules of the fold:
   open until a ``checkpoint.saved`` or a critical ``health.check_failed`` names it as cause
   (``nan_loss``: diverged; another check: failed);
   an open training is the trainer's to retry. A newer training supersedes an open one.
-- :func:`training_window` picks the newest shards up to the window size (fixed, or growing
-  as a power of the pool's size) and leaves out shards played by reverted models.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Protocol
 
 import msgspec
 
@@ -34,9 +31,6 @@ __all__ = [
     "PoolProjection",
     "Shard",
     "Training",
-    "WindowSettings",
-    "training_window",
-    "window_size",
 ]
 
 OPEN, CHECKPOINT, DIVERGED, FAILED, SUPERSEDED = "", "checkpoint", "diverged", "failed", "superseded"
@@ -218,55 +212,3 @@ class PoolProjection(BaseProjection[Pool]):
         if e.severity != CRITICAL or not e.causation_id:
             return s
         return self._close(s, e.causation_id, DIVERGED if e.check == NAN_LOSS else FAILED)
-
-
-class WindowSettings(Protocol):
-    """What the window needs from the training config (``TrainingSection`` has it)."""
-
-    @property
-    def window(self) -> str: ...  # "fixed" | "power"
-    @property
-    def window_positions(self) -> int: ...
-    @property
-    def window_exponent(self) -> float: ...
-
-
-def window_size(total: int, config: WindowSettings) -> int:
-    """Positions in the window for a pool of ``total`` eligible positions.
-
-    Fixed: ``window_positions``. Power (KataGo style): ``window_positions *
-    (total / window_positions) ** window_exponent``. Never below ``window_positions`` and
-    never above ``total``.
-    """
-    base = max(1, config.window_positions)
-    if total <= 0:
-        return 0
-    size = float(base)
-    if config.window == "power" and total > base:
-        size = base * (total / base) ** config.window_exponent
-    return int(min(max(size, base), total))
-
-
-def _excluded(reverted: Any) -> frozenset[str]:
-    found = getattr(reverted, "reverted_models", None)
-    return frozenset(found if found is not None else reverted or ())
-
-
-def training_window(pool: Pool, reverted: Any, config: WindowSettings) -> list[Shard]:
-    """The shards to train on, newest first, up to :func:`window_size` positions.
-
-    ``reverted`` is the model registry (its ``reverted_models``) or a collection of model
-    ids; shards played by any of them are left out. Shards are taken whole: the newest one
-    always, then older ones while the positions taken are fewer than the window.
-    """
-    excluded = _excluded(reverted)
-    eligible = [s for s in pool.shards if not excluded.intersection(s.models)]
-    size = window_size(sum(s.positions for s in eligible), config)
-    window: list[Shard] = []
-    taken = 0
-    for shard in reversed(eligible):
-        if taken >= size:
-            break
-        window.append(shard)
-        taken += shard.positions
-    return window
