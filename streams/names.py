@@ -125,3 +125,12 @@ def shard_object(run: str, shard_id: str) -> str:
 
 def command_subject(run: str, command: str) -> str:
     return subject(COMMANDS, run, AGG_COMMANDS, f"command.{token(command)}")
+
+
+# --- cluster surface (handlers/cluster): its wire names go below this line ---
+
+
+# --- matchmaking surface (handlers/matchmaking): its wire names go below this line ---
+
+
+# --- pipeline surface (handlers/pipeline): its wire names go below this line ---
