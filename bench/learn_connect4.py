@@ -42,6 +42,7 @@ import yaml
 
 from engine.bench_strength import PUBLIC_POSITIONS, RAW_POLICY, mcts_name, measure_model, spread
 from handlers.loop.config import DEFAULT_CONFIG_PATH, load_loop_config
+from scripts.progress import tracker
 from streams import names
 from streams.server import free_port
 
@@ -191,6 +192,33 @@ def curve_table(points: list[Point], short: dict[str, str]) -> str:
         row += "".join(f" {_pct(s['bands'][b])}" for b in bands) + f" {_pct(s['choice_matters'])}"
         lines.append(row)
     return "\n".join(lines)
+
+
+def curve_chart(points: list[Point], data_dir: Path) -> list[Path]:
+    """The curve as a chart (``learn_curve.svg`` and ``.png`` in ``data_dir``; the same plotting
+    path as ``jetzero report``): outcome-optimal share over time of the raw policy and of every
+    graded search, with the reference player and the target as lines. The paths written."""
+    from handlers.loop.charts import line_chart, png_of, svg_of
+
+    graded = [p for p in points if p.grades]
+    if not graded:
+        return []
+    grades = [p.grades or {} for p in graded]
+    series: dict[str, list[float | None]] = {
+        "raw policy": [100 * g["raw"]["overall"]["outcome_optimal"] for g in grades]}
+    for name in _searches(grades[0]):
+        series[name] = [100 * s["overall"]["outcome_optimal"] if (s := _searches(g).get(name)) else None
+                        for g in grades]
+    chart = line_chart(
+        "learn-curve", "Champion accuracy over time", [p.minutes for p in graded], series,
+        xlabel="minutes since the loop started", ylabel="% of positions, outcome-optimal move",
+        hlines={f"reference: {REFERENCE['player']}": 100 * REFERENCE["outcome_optimal"],
+                "target": 100 * TARGET["outcome_optimal"]},
+    )
+    svg, png = data_dir / "learn_curve.svg", data_dir / "learn_curve.png"
+    svg.write_text(svg_of(chart), encoding="utf-8")
+    png.write_bytes(png_of(chart))
+    return [svg, png]
 
 
 def target_status(points: list[Point], whole_set: bool, search: str | None = None) -> dict[str, Any]:
@@ -372,6 +400,7 @@ async def observe(
     short: dict[str, str],
     obs: Observation,
     note_every_s: float = 300.0,
+    bars: Any = None,
 ) -> None:
     """Follow the run for ``minutes`` from its start; hand every new champion's checkpoint to
     ``grade`` (``(model_id, path) -> concurrent future``) and print each grade once it is in."""
@@ -429,6 +458,11 @@ async def observe(
                 await add("rollback", r.model_id, generation, r.time, state)
             seen_promotions, seen_rollbacks = len(state.promotions), len(state.rollbacks)
             print_ready(obs, short)
+            if bars is not None:
+                c = counts.state
+                bars.update("loop", completed=round((time.time() - obs.started_at) / 60, 1), total=minutes,
+                            description="loop minutes", note=f"checkpoints {c['checkpoint.saved']}, "
+                            f"promotions {c['candidate.promoted']}, champions {len(obs.points)}")
             loop = status.state
             if loop.halted != obs.halted:
                 _print(
@@ -529,6 +563,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "cores); by default champions are saved as they come and graded once the loop stopped",
     )
     parser.add_argument("--eval-threads", type=int, default=1, help="torch threads of the grader")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (none when not at a terminal)")
     parser.add_argument(
         "--eval-nice",
         type=int,
@@ -670,8 +705,8 @@ def main(argv: list[str] | None = None) -> int:
         return placeholder
 
     try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(observe(cfg, args.minutes, grade, data_dir / "models", short, obs))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner, tracker(quiet=args.quiet) as bars:
+            runner.run(observe(cfg, args.minutes, grade, data_dir / "models", short, obs, bars=bars))
     except KeyboardInterrupt:
         interrupted = True
         _print("interrupted: stopping the loop")
@@ -721,6 +756,9 @@ def report(
     c = obs.counts
     _print("")
     _print(curve_table(obs.points, short) if obs.points else "no champion was seen")
+    charts = curve_chart(obs.points, data_dir)
+    if charts:
+        _print(f"curve chart: {', '.join(map(str, charts))}")
     _print(
         f"after {minutes:.1f} min: games {obs.games}, {progress(c)}; loop "
         + ("stopped" if stopped else f"NOT confirmed stopped (see {data_dir / 'logs'})")
@@ -774,6 +812,7 @@ def report(
         "events": dict(c.by_tag),
         "promotions": c["candidate.promoted"],
         "curve": [p.to_json() for p in obs.points],
+        "curve_chart": [str(path) for path in charts],
         "settings": _settings(cfg, promotion),
         "reference": REFERENCE,
         "target": {**TARGET, **target, "by_search": by_search},

@@ -1,6 +1,12 @@
 """Selfplay throughput against the raw batched-inference ceiling, measured in one run.
 
     .venv/bin/python bench/selfplay.py [--seconds 60] [--threads 1,2] [--games-in-flight N]
+        [--device cpu,cuda] [--half]
+
+``--device`` measures each device in turn in one run (a CUDA device that is not there is
+skipped with a line); on CUDA the games in flight default to the loop's
+``gpu_games_in_flight`` (1024), the ceiling is measured at that batch too, and the GPU's
+utilisation is read (when torch can) after the selfplay run.
 
 With the default Connect Four network and selfplay settings (engine defaults), it measures
 the forward throughput of the inference net (positions/s at batch 1, 64, 256 for each
@@ -23,6 +29,7 @@ import msgspec
 import numpy as np
 import torch
 
+from engine.devices import DeviceUnavailable, games_in_flight_for, is_cuda, resolve_device
 from engine.games import get_game
 from engine.network import (
     DEFAULT_CONNECT4_NETWORK,
@@ -31,22 +38,42 @@ from engine.network import (
     set_torch_threads,
 )
 from engine.selfplay import DEFAULT_CONNECT4_SELFPLAY, SelfplayDriver
+from handlers.loop.config import SelfplaySection
 
 BATCHES = (1, 64, 256)
 
 
 def forward_rate(net: torch.nn.Module, batch: int, seconds: float, plane_shape) -> tuple[float, float]:
     """Positions per second of wall time and per second of this process's CPU time, of
-    ``net`` on random planes at ``batch`` (after a short warm-up)."""
+    ``net`` on random planes at ``batch`` (after a short warm-up); on CUDA the planes go
+    from host to device and the outputs back, as in selfplay."""
     x = torch.from_numpy((np.random.default_rng(0).random((batch, *plane_shape)) < 0.3).astype(np.float32))
+    param = next(net.parameters())
+    on_cuda = param.device.type == "cuda"
+    if on_cuda:
+        x = x.pin_memory()
+
+    def once() -> None:
+        logits, values = net(x.to(param.device, non_blocking=True).to(param.dtype))
+        if on_cuda:
+            logits.float().cpu(), values.float().cpu()
+
     with torch.inference_mode():
         for _ in range(3):
-            net(x)
+            once()
         n, start, cpu = 0, time.perf_counter(), time.process_time()
         while (elapsed := time.perf_counter() - start) < seconds:
-            net(x)
+            once()
             n += batch
     return n / elapsed, n / max(time.process_time() - cpu, 1e-9)
+
+
+def gpu_utilisation(device: str) -> float | None:
+    """The GPU's utilisation in percent (None when torch cannot read it: no pynvml)."""
+    try:
+        return float(torch.cuda.utilization(torch.device(device)))
+    except Exception:  # noqa: BLE001 - optional reading
+        return None
 
 
 def main() -> None:
@@ -58,12 +85,34 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=None, help="override the default net")
     parser.add_argument("--channels", type=int, default=None, help="override the default net")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="devices to measure, e.g. cpu,cuda")
+    parser.add_argument("--half", action="store_true", help="float16 inference on CUDA")
     args = parser.parse_args()
+    results = {}
+    for spec in args.device.split(","):
+        try:
+            device = resolve_device(spec.strip())
+        except DeviceUnavailable as exc:
+            print(f"{spec}: skipped ({exc})")
+            continue
+        results[device] = run_device(args, device)
+    if "cpu" in results and len(results) > 1:
+        for device, r in results.items():
+            if device != "cpu":
+                speedup = r["selfplay_evals_per_s"] / results["cpu"]["selfplay_evals_per_s"]
+                print(f"{device} / cpu selfplay evaluations/s per process: {speedup:.1f}x (target >= 10)")
+
+
+def run_device(args: argparse.Namespace, device: str) -> dict:
+    """The ceiling and selfplay on one device; prints the table and the JSON line."""
+    print(f"== device {device}")
+    on_cuda = is_cuda(device)
 
     game = get_game("connect4")
     settings = DEFAULT_CONNECT4_SELFPLAY
-    if args.games_in_flight:
-        settings = msgspec.structs.replace(settings, games_in_flight=args.games_in_flight)
+    games_in_flight = args.games_in_flight or games_in_flight_for(
+        device, settings.games_in_flight, SelfplaySection().gpu_games_in_flight)
+    settings = msgspec.structs.replace(settings, games_in_flight=games_in_flight)
     if args.simulations:
         search = msgspec.structs.replace(settings.search, simulations=args.simulations)
         settings = msgspec.structs.replace(settings, search=search)
@@ -73,18 +122,21 @@ def main() -> None:
         channels=args.channels or DEFAULT_CONNECT4_NETWORK.channels,
     )
     net = build_network(game, cfg, seed=args.seed)
-    evaluator = NetworkEvaluator(net, device="cpu")  # the inference copy selfplay uses
+    evaluator = NetworkEvaluator(net, device=device, half=args.half)  # the inference copy selfplay uses
     threads = [int(t) for t in args.threads.split(",")]
+    batches = tuple(sorted({*BATCHES, settings.games_in_flight})) if on_cuda else BATCHES
 
     # 1. the ceiling: raw forward throughput of the very module selfplay calls
-    share = 0.3 * args.seconds / (len(threads) * len(BATCHES))
+    share = 0.3 * args.seconds / (len(threads) * len(batches))
     ceiling: dict[tuple[int, int], float] = {}
     for t in threads:
         set_torch_threads(t)
-        for batch in BATCHES:
+        for batch in batches:
             ceiling[(t, batch)] = forward_rate(evaluator.net, batch, share, game.plane_shape)[0]
     best_threads, best_batch = max(ceiling, key=ceiling.__getitem__)
     selfplay_threads = max(threads, key=lambda t: ceiling[(t, 256)])
+    if on_cuda:  # the ceiling at the batch selfplay sends, not the best of any batch
+        best_batch = settings.games_in_flight
 
     # 2. selfplay, each search step followed by a short probe of the best ceiling, so that
     #    both see the same machine load (other processes on a shared box)
@@ -129,9 +181,9 @@ def main() -> None:
         f"({sum(p.numel() for p in net.parameters()):,} parameters), "
         f"{settings.search.simulations} simulations, {settings.games_in_flight} games in flight"
     )
-    print(f"{'raw forward (positions/s)':<24}" + "".join(f"{f'batch {b}':>11}" for b in BATCHES))
+    print(f"{'raw forward (positions/s)':<24}" + "".join(f"{f'batch {b}':>11}" for b in batches))
     for t in threads:
-        print(f"{f'  {t} thread(s)':<24}" + "".join(f"{ceiling[(t, b)]:>11,.0f}" for b in BATCHES))
+        print(f"{f'  {t} thread(s)':<24}" + "".join(f"{ceiling[(t, b)]:>11,.0f}" for b in batches))
     print(
         f"  interleaved with selfplay ({best_threads} thr, batch {best_batch}): "
         f"{interleaved:,.0f} ({len(probes)} probes)"
@@ -151,10 +203,14 @@ def main() -> None:
     print(f"  ratio to the ceiling  {ratio:>10.2f}   (best of table and interleaved; target >= 0.70)")
     print(f"  ratio to interleaved  {evals / interleaved:>10.2f}")
     print(f"  ratio per CPU-second  {cpu_ratio:>10.2f}   (same threads; robust to other load)")
-    print(
-        json.dumps(
-            {
+    utilisation = gpu_utilisation(device) if on_cuda else None
+    if on_cuda:
+        print(f"  GPU utilisation       {'n/a' if utilisation is None else f'{utilisation:.0f} %':>10}")
+    result = {
                 "bench": "selfplay",
+                "device": device,
+                "half": evaluator.half,
+                "gpu_utilisation": utilisation,
                 "network": {"blocks": cfg.blocks, "channels": cfg.channels},
                 "simulations": settings.search.simulations,
                 "games_in_flight": settings.games_in_flight,
@@ -172,9 +228,9 @@ def main() -> None:
                 "ratio_to_ceiling": round(ratio, 3),
                 "ratio_to_interleaved_ceiling": round(evals / interleaved, 3),
                 "ratio_per_cpu_second": round(cpu_ratio, 3),
-            }
-        )
-    )
+    }
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ the pool when it fills. Root Dirichlet noise and move sampling take numpy Genera
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from itertools import chain
 from typing import Protocol
 
 import msgspec
 import numpy as np
 
 from engine.games.base import Game, State
+from engine.positions import NodeInfo, legal_masks, positions_for
 
 
 class SearchSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,15 +83,6 @@ class Evaluator(Protocol):
     def evaluate_one(self, state: State) -> tuple[np.ndarray, float]:
         """One position: priors [A] and its value."""
         ...
-
-
-def legal_masks(states: Sequence[State], num_actions: int) -> np.ndarray:
-    """Boolean [N, A] legal-move masks of ``states`` (one vectorised fill for the batch)."""
-    moves = [s.legal_moves() for s in states]
-    counts = np.fromiter(map(len, moves), dtype=np.int64, count=len(moves))
-    mask = np.zeros((len(moves), num_actions), dtype=bool)
-    mask[np.repeat(np.arange(len(moves)), counts), list(chain.from_iterable(moves))] = True
-    return mask
 
 
 def _legal_masks(states: Sequence[State], legal: np.ndarray | None) -> np.ndarray:
@@ -176,9 +167,12 @@ def select_move(visits: np.ndarray, temperature: float, rng: np.random.Generator
 
 
 _NODE_ARRAYS = (
-    "_child", "_n", "_w", "_p", "_legal", "_nsum", "_to_play", "_terminal", "_tvalue",
-    "_expanded", "_states",
+    "_child", "_edges", "_w", "_nsum", "_explore", "_to_play", "_terminal", "_tvalue", "_expanded",
+    "_leafy",
 )  # fmt: skip
+
+# the rows of ``_edges`` [capacity, 3, A]
+_Q, _P, _N1 = 0, 1, 2
 
 
 class BatchedSearch:
@@ -188,20 +182,26 @@ class BatchedSearch:
     slot, ``visit_counts(slot)`` to read the result, ``advance(slot, move)`` to play a move
     (keeping the subtree), ``clear(slot)`` to free a slot. ``evaluations`` counts positions
     sent to the evaluator and ``evaluator_calls`` the calls.
+
+    The pool keeps, per edge, what PUCT reads in one gather (``_edges``: Q, P, N + 1) and,
+    per node, the exploration factor ``c_puct * sqrt(max(N, 1))``; both are updated where
+    visits change, with the very float operations the textbook formula does, so the visit
+    counts are those of the plain formula (tests/unit/legacy/mcts_v1.py, tested equal).
+    Positions live in ``engine.positions`` (bitboard arrays for Connect Four).
     """
 
     # The node pool: row i describes node i; [capacity, A] arrays hold per-child edges.
     _child: np.ndarray  # child node id per action, -1 if not created
-    _n: np.ndarray  # edge visit counts (virtual visits included while a step runs)
+    _edges: np.ndarray  # [capacity, 3, A]: Q (w / n; fpu unvisited; -inf illegal), P (root:
+    #                      noise mixed in), N + 1 (virtual visits included while a step runs)
     _w: np.ndarray  # edge total value, for the node's side to move
-    _p: np.ndarray  # priors (root: noise mixed in)
-    _legal: np.ndarray  # legal-move masks
     _nsum: np.ndarray  # [capacity] sum of the node's edge visits
+    _explore: np.ndarray  # [capacity] c_puct * sqrt(max(nsum, 1))
     _to_play: np.ndarray  # [capacity] the node's side to move
     _terminal: np.ndarray  # [capacity] game over at the node
     _tvalue: np.ndarray  # [capacity] terminal value for the side to move, at terminal nodes
     _expanded: np.ndarray  # [capacity] priors and legal masks are set
-    _states: np.ndarray  # [capacity] object: the node's State
+    _leafy: np.ndarray  # [capacity] terminal or not expanded: a selection stops there
 
     def __init__(
         self,
@@ -222,6 +222,9 @@ class BatchedSearch:
         self.evaluator_calls = 0
         self._clean_priors: dict[int, np.ndarray] = {}
         self._size = 0
+        self._positions = positions_for(game)
+        self._blank = np.zeros((3, game.num_actions))
+        self._blank[_N1] = 1.0
         self._allocate(capacity or max(1024, 2 * slots * (settings.simulations + 2)))
 
     # -- the node pool -------------------------------------------------------------------
@@ -229,43 +232,41 @@ class BatchedSearch:
     def _allocate(self, capacity: int) -> None:
         a = self.game.num_actions
         old = getattr(self, "_child", None)
-        new = {
+        new: dict[str, np.ndarray] = {
             "_child": np.full((capacity, a), -1, dtype=np.int64),
-            "_n": np.zeros((capacity, a), dtype=np.int64),
+            "_edges": np.zeros((capacity, 3, a), dtype=np.float64),
             "_w": np.zeros((capacity, a), dtype=np.float64),
-            "_p": np.zeros((capacity, a), dtype=np.float64),
-            "_legal": np.zeros((capacity, a), dtype=bool),
             "_nsum": np.zeros(capacity, dtype=np.int64),
+            "_explore": np.zeros(capacity, dtype=np.float64),
             "_to_play": np.zeros(capacity, dtype=np.int8),
             "_terminal": np.zeros(capacity, dtype=bool),
             "_tvalue": np.zeros(capacity, dtype=np.float64),
             "_expanded": np.zeros(capacity, dtype=bool),
-            "_states": np.empty(capacity, dtype=object),
+            "_leafy": np.ones(capacity, dtype=bool),
         }
         if old is not None:
             for name, arr in new.items():
                 arr[: self._size] = getattr(self, name)[: self._size]
         for name, arr in new.items():
             setattr(self, name, arr)
+        self._positions.allocate(capacity, self._size)
         self._capacity = capacity
 
-    def _new_nodes(self, states: list[State]) -> np.ndarray:
-        m = len(states)
+    def _add_nodes(self, m: int) -> np.ndarray:
         ids = np.arange(self._size, self._size + m)
         self._size += m
-        self._child[ids] = -1
-        self._n[ids] = 0
-        self._w[ids] = 0.0
-        self._p[ids] = 0.0
-        self._legal[ids] = False
-        self._nsum[ids] = 0
-        self._expanded[ids] = False
-        self._states[ids] = np.fromiter(states, dtype=object, count=m)
-        terminal = [s.is_terminal() for s in states]
-        self._to_play[ids] = [s.to_play for s in states]
-        self._terminal[ids] = terminal
-        self._tvalue[ids] = [s.terminal_value() if t else 0.0 for s, t in zip(states, terminal, strict=True)]
         return ids
+
+    def _init_nodes(self, ids: np.ndarray, info: NodeInfo) -> None:
+        to_play, terminal, tvalue = info
+        self._child[ids] = -1
+        self._edges[ids] = self._blank  # no visits, no priors (until expanded)
+        self._w[ids] = 0.0
+        self._to_play[ids] = to_play
+        self._terminal[ids] = terminal
+        self._tvalue[ids] = tvalue
+        self._expanded[ids] = False
+        self._leafy[ids] = True
 
     def _ensure_capacity(self, extra: int) -> None:
         if self._size + extra <= self._capacity:
@@ -292,7 +293,7 @@ class BatchedSearch:
             arr[:m] = arr[order]
         child = self._child[order]
         self._child[:m] = np.where(child >= 0, remap[np.maximum(child, 0)], -1)
-        self._states[m : self._size] = None
+        self._positions.compact(order, remap)
         self.roots[live] = remap[roots]
         self._size = m
 
@@ -301,7 +302,9 @@ class BatchedSearch:
     def reset(self, slot: int, state: State) -> None:
         """Start a fresh tree for ``slot`` at ``state``."""
         self._ensure_capacity(1)
-        self.roots[slot] = self._new_nodes([state])[0]
+        ids = self._add_nodes(1)
+        self._init_nodes(ids, self._positions.set_states(ids, [state]))
+        self.roots[slot] = ids[0]
         self._clean_priors.pop(slot, None)
 
     def clear(self, slot: int) -> None:
@@ -309,7 +312,7 @@ class BatchedSearch:
         self._clean_priors.pop(slot, None)
 
     def root_state(self, slot: int) -> State:
-        return self._states[self._root(slot)]
+        return self._positions.state(self._root(slot))
 
     def _root(self, slot: int) -> int:
         root = int(self.roots[slot])
@@ -324,22 +327,23 @@ class BatchedSearch:
         child = int(self._child[root, move])
         self._clean_priors.pop(slot, None)
         if child >= 0 and self.settings.reuse_tree:
+            self._positions.state(child)  # a root holds its State (its parent may go)
             self.roots[slot] = child
         else:
-            self.reset(slot, self._states[root].play(int(move)))
+            self.reset(slot, self._positions.state(root).play(int(move)))
 
     def visit_counts(self, slot: int) -> np.ndarray:
-        return self._n[self._root(slot)].copy()
+        return (self._edges[self._root(slot), _N1] - 1.0).astype(np.int64)
 
     def root_value(self, slot: int) -> float:
         """Mean backed-up value at the root, for its side to move (0 before any visit)."""
         root = self._root(slot)
-        n = self._n[root].sum()
+        n = self.visit_counts(slot).sum()
         return float(self._w[root].sum() / n) if n else 0.0
 
     def root_priors(self, slot: int) -> np.ndarray:
         """Root priors as searched (including any noise mixed in by the last ``run``)."""
-        return self._p[self._root(slot)].copy()
+        return self._edges[self._root(slot), _P].copy()
 
     # -- the search ----------------------------------------------------------------------
 
@@ -371,15 +375,18 @@ class BatchedSearch:
                 gen = rng if isinstance(rng, np.random.Generator) else rng[slot]
                 self._add_root_noise(slot, gen)
         slot_arr = np.asarray(slots, dtype=np.int64)
+        lpg = self.settings.leaves_per_game
+        if lpg == 1 and (per_slot == per_slot[0]).all():  # the common case: a fixed count
+            for _ in range(int(per_slot[0])):
+                self._step_one(slot_arr)
+            return
         done = np.zeros(len(slots), dtype=np.int64)
         while True:
             remaining = per_slot - done
             todo = remaining > 0
             if not todo.any():
                 break
-            done[todo] += self._step(
-                slot_arr[todo], np.minimum(remaining[todo], self.settings.leaves_per_game)
-            )
+            done[todo] += self._step(slot_arr[todo], np.minimum(remaining[todo], lpg))
 
     def _expand_roots(self, slots: list[int]) -> None:
         roots = self.roots[slots]
@@ -390,28 +397,34 @@ class BatchedSearch:
     def _restore_clean_priors(self, slot: int) -> None:
         clean = self._clean_priors.get(slot)
         if clean is not None:
-            self._p[self.roots[slot]] = clean
+            self._edges[self.roots[slot], _P] = clean
 
     def _add_root_noise(self, slot: int, rng: np.random.Generator) -> None:
         root = self._root(slot)
         self._restore_clean_priors(slot)
-        clean = self._p[root].copy()
+        clean = self._edges[root, _P].copy()
         self._clean_priors[slot] = clean
-        legal = np.flatnonzero(self._legal[root])
+        legal = np.flatnonzero(self._positions.legal(np.array([root]))[0])
         noise = rng.dirichlet(np.full(legal.size, self.settings.dirichlet_alpha))
         frac = self.settings.dirichlet_fraction
-        self._p[root, legal] = (1 - frac) * clean[legal] + frac * noise
+        self._edges[root, _P, legal] = (1 - frac) * clean[legal] + frac * noise
 
     def _evaluate_and_expand(self, nodes: np.ndarray) -> np.ndarray:
         """Evaluate ``nodes`` (non-terminal), store priors and legal masks; return values."""
-        states = list(self._states[nodes])
-        legal = legal_masks(states, self.game.num_actions)
-        priors, values = self.evaluator.evaluate(states, legal)
-        self.evaluations += len(states)
+        legal = self._positions.legal(nodes)
+        priors, values = self.evaluator.evaluate(self._positions.states(nodes), legal)
+        self.evaluations += nodes.size
         self.evaluator_calls += 1
-        self._p[nodes] = priors
-        self._legal[nodes] = legal
+        edges = np.empty((nodes.size, 3, legal.shape[1]), dtype=np.float64)
+        edges[:, _Q] = np.where(legal, self.settings.fpu_value, -np.inf)
+        edges[:, _P] = priors
+        edges[:, _N1] = 1.0
+        self._edges[nodes] = edges
+        self._w[nodes] = 0.0
+        self._nsum[nodes] = 0
+        self._explore[nodes] = self.settings.c_puct * np.sqrt(1)
         self._expanded[nodes] = True
+        self._leafy[nodes] = False
         return np.asarray(values, dtype=np.float64)
 
     def _select(self, roots: np.ndarray):
@@ -419,39 +432,70 @@ class BatchedSearch:
 
         Returns (leaf ids, is-new flags, edge path index, edge node, edge action)."""
         k = roots.size
-        cur = roots.copy()
         leaf = np.empty(k, dtype=np.int64)
         is_new = np.zeros(k, dtype=bool)
         e_path, e_node, e_act = [], [], []
-        active = np.arange(k)
-        c_puct, fpu = self.settings.c_puct, self.settings.fpu_value
-        while active.size:
-            nodes = cur[active]
-            n = self._n[nodes]
-            q = np.divide(self._w[nodes], n, out=np.full(n.shape, fpu), where=n > 0)
-            sqrt_parent = np.sqrt(np.maximum(self._nsum[nodes], 1))
-            score = q + (c_puct * sqrt_parent)[:, None] * self._p[nodes] / (n + 1)
-            score[~self._legal[nodes]] = -np.inf
+        created: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        active, nodes = np.arange(k), roots
+        edges, explore, child, leafy = self._edges, self._explore, self._child, self._leafy
+        while True:
+            e = edges[nodes]
+            # PUCT: q + (c_puct * sqrt(max(N, 1))) * p / (n + 1); illegal moves: q = -inf
+            score = explore[nodes][:, None] * e[:, _P]
+            score /= e[:, _N1]
+            score += e[:, _Q]
             act = score.argmax(axis=1)
             e_path.append(active)
             e_node.append(nodes)
             e_act.append(act)
-            nxt = self._child[nodes, act]
+            nxt = child[nodes, act]
             new = nxt < 0
-            if new.any():
+            if new.any():  # the new leaves' positions are played below, all at once
                 parents, acts = nodes[new], act[new]
-                states = self._states
-                ids = self._new_nodes(
-                    [states[p].play(int(a)) for p, a in zip(parents.tolist(), acts.tolist(), strict=True)]
-                )
-                self._child[parents, acts] = ids
+                ids = self._add_nodes(parents.size)
+                leafy[ids] = True
+                child[parents, acts] = ids
                 nxt[new] = ids
                 is_new[active[new]] = True
-            stop = new | self._terminal[nxt] | ~self._expanded[nxt]
+                created.append((parents, acts, ids))
+            stop = leafy[nxt]
+            if stop.all():
+                leaf[active] = nxt
+                break
             leaf[active[stop]] = nxt[stop]
-            cur[active] = nxt
-            active = active[~stop]
+            go = ~stop
+            active, nodes = active[go], nxt[go]
+        if created:
+            parents, acts, ids = (np.concatenate(c) for c in zip(*created, strict=True))
+            self._init_nodes(ids, self._positions.play(parents, acts, ids))
         return (leaf, is_new, np.concatenate(e_path), np.concatenate(e_node), np.concatenate(e_act))
+
+    def _refresh(self, e_node: np.ndarray, e_act: np.ndarray) -> None:
+        """Q of the edges and the exploration factor of the nodes whose visits changed."""
+        n = self._edges[e_node, _N1, e_act] - 1.0
+        self._edges[e_node, _Q, e_act] = self._w[e_node, e_act] / n
+        self._explore[e_node] = self.settings.c_puct * np.sqrt(self._nsum[e_node])
+
+    def _step_one(self, slots: np.ndarray) -> None:
+        """One simulation in each tree of ``slots`` (one leaf each; every edge distinct)."""
+        self._ensure_capacity(slots.size)  # may compact: roots are read after it
+        leaf, is_new, e_path, e_node, e_act = self._select(self.roots[slots])
+        self._backup(leaf, is_new, e_path, e_node, e_act, False)
+
+    def _backup(self, leaf, is_new, e_path, e_node, e_act, multi: bool) -> None:
+        values = self._tvalue[leaf].copy()
+        to_eval = is_new & ~self._terminal[leaf]
+        if to_eval.any():
+            values[to_eval] = self._evaluate_and_expand(leaf[to_eval])
+        same_side = self._to_play[e_node] == self._to_play[leaf][e_path]
+        edge_values = np.where(same_side, values[e_path], -values[e_path])
+        if multi:
+            np.add.at(self._w, (e_node, e_act), edge_values + self.settings.virtual_loss)
+        else:  # one path per tree: every (node, action) edge is distinct
+            self._edges[e_node, _N1, e_act] += 1.0
+            self._w[e_node, e_act] += edge_values
+            self._nsum[e_node] += 1
+        self._refresh(e_node, e_act)
 
     def _step(self, slots: np.ndarray, leaves: np.ndarray) -> np.ndarray:
         """Select up to ``leaves[i]`` leaves in each slot's tree, evaluate them in one call,
@@ -473,29 +517,20 @@ class BatchedSearch:
                 e_node, e_act = e_node[keep], e_act[keep]
                 e_path = np.flatnonzero(valid).searchsorted(e_path[keep])
             if multi:
-                np.add.at(self._n, (e_node, e_act), 1)
+                np.add.at(self._edges, (e_node, _N1, e_act), 1.0)
                 np.add.at(self._w, (e_node, e_act), -vl)
                 np.add.at(self._nsum, e_node, 1)
+                self._refresh(e_node, e_act)
             rounds.append((going[valid], leaf[valid], is_new[valid], e_path, e_node, e_act))
             going = going[valid]
         slot_idx = np.concatenate([r[0] for r in rounds])
-        leaf = np.concatenate([r[1] for r in rounds])
-        is_new = np.concatenate([r[2] for r in rounds])
         offsets = np.cumsum([0] + [r[1].size for r in rounds])
-        e_path = np.concatenate([r[3] + off for r, off in zip(rounds, offsets[:-1], strict=True)])
-        e_node = np.concatenate([r[4] for r in rounds])
-        e_act = np.concatenate([r[5] for r in rounds])
-
-        values = self._tvalue[leaf].copy()
-        to_eval = is_new & ~self._terminal[leaf]
-        if to_eval.any():
-            values[to_eval] = self._evaluate_and_expand(leaf[to_eval])
-        same_side = self._to_play[e_node] == self._to_play[leaf][e_path]
-        edge_values = np.where(same_side, values[e_path], -values[e_path])
-        if multi:
-            np.add.at(self._w, (e_node, e_act), edge_values + vl)
-        else:  # one path per tree: every (node, action) edge is distinct
-            self._n[e_node, e_act] += 1
-            self._w[e_node, e_act] += edge_values
-            self._nsum[e_node] += 1
+        self._backup(
+            np.concatenate([r[1] for r in rounds]),
+            np.concatenate([r[2] for r in rounds]),
+            np.concatenate([r[3] + off for r, off in zip(rounds, offsets[:-1], strict=True)]),
+            np.concatenate([r[4] for r in rounds]),
+            np.concatenate([r[5] for r in rounds]),
+            multi,
+        )
         return np.bincount(slot_idx, minlength=slots.size)

@@ -30,9 +30,10 @@ from engine.settings import (  # noqa: F401
 )
 
 
-def set_torch_threads(threads: int) -> None:
-    """Set torch's intra-op thread count (call once, from a process's entry point)."""
-    if threads < 1:
+def set_torch_threads(threads: int | str) -> None:
+    """Set torch's intra-op thread count (call once, from a process's entry point). A loaded
+    loop config's ``"auto"`` is already a number; a string that got here is refused."""
+    if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"torch threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
     try:
@@ -41,7 +42,21 @@ def set_torch_threads(threads: int) -> None:
         pass
 
 
+_process_device: torch.device | None = None
+_process_half = False
+
+
+def set_process_device(device: str | torch.device | None, *, half: bool = False) -> None:
+    """The device (and float16 inference on CUDA) that nets and evaluators of this process
+    use when none is named; None: back to CUDA when available, else the CPU."""
+    global _process_device, _process_half
+    _process_device = torch.device(device) if device is not None else None
+    _process_half = half
+
+
 def default_device() -> torch.device:
+    if _process_device is not None:
+        return _process_device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -144,8 +159,12 @@ def masked_softmax(logits: np.ndarray, legal: np.ndarray) -> np.ndarray:
 
 
 def stack_planes(states: Sequence[State]) -> np.ndarray:
-    """Planes of ``states`` as one float32 [N, C, H, W] array; uses the game's vectorised
-    ``planes_batch(states)`` when it has one (same values, several times faster)."""
+    """Planes of ``states`` as one float32 [N, C, H, W] array; uses the sequence's own
+    ``planes_batch()`` (the search's nodes: from their bitboards) or the game's vectorised
+    ``planes_batch(states)`` when there is one (same values, several times faster)."""
+    own = getattr(states, "planes_batch", None)
+    if own is not None:
+        return own()
     batch = getattr(states[0].game, "planes_batch", None) if states else None
     if batch is not None:
         return batch(states)
@@ -158,17 +177,36 @@ class NetworkEvaluator:
     The weights are copied (batch norm folded, see ``inference_copy``) when the evaluator
     is built: later training of ``net`` does not change it. ``evaluate_planes(planes
     [N,C,H,W], legal [N,A])`` is the raw numpy path; ``evaluate(states)`` stacks the
-    states' planes and calls it.
+    states' planes and calls it. On CUDA the planes are copied through a pinned host buffer
+    (kept between calls) and, with ``half`` (default: the process's, see
+    ``set_process_device``), the net runs in float16; on the CPU ``half`` is ignored.
     """
 
-    def __init__(self, net: PolicyValueNet, device: torch.device | str | None = None):
+    def __init__(
+        self, net: PolicyValueNet, device: torch.device | str | None = None, *, half: bool | None = None
+    ):
         self.device = torch.device(device) if device is not None else default_device()
+        self.half = (_process_half if half is None else half) and self.device.type == "cuda"
         self.net = inference_copy(net).to(self.device)
+        if self.half:
+            self.net.half()
+        self._pinned: torch.Tensor | None = None
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return x
+        pinned = self._pinned
+        if pinned is None or pinned.shape[0] < x.shape[0] or pinned.shape[1:] != x.shape[1:]:
+            pinned = self._pinned = torch.empty((max(x.shape[0], 256), *x.shape[1:]), pin_memory=True)
+        staged = pinned[: x.shape[0]]
+        staged.copy_(x)  # the previous call's copy is done: its results were read back
+        x = staged.to(self.device, non_blocking=True)
+        return x.half() if self.half else x
 
     def evaluate_planes(self, planes: np.ndarray, legal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
-            logits, values = self.net(x.to(self.device, non_blocking=True))
+            logits, values = self.net(self._to_device(x))
             logits_np = logits.float().cpu().numpy()
             values_np = values.float().cpu().numpy()
         return masked_softmax(logits_np, legal), values_np.astype(np.float64)

@@ -178,12 +178,14 @@ class RawPolicyPlayer:
         seed: int = 0,
         name: str = "raw-policy",
         device: str | None = None,
+        evaluator: NetworkEvaluator | None = None,
     ):
         if temperature < 0:
             raise ValueError("temperature must be >= 0")
         self.temperature = temperature
         self.name = name
-        self.evaluator = NetworkEvaluator(net, device=device)
+        # ``evaluator``: one already built for ``net``, shared by players of one model (no copy)
+        self.evaluator = evaluator if evaluator is not None else NetworkEvaluator(net, device=device)
         self._rng = np.random.default_rng(seed)
 
     def choose(self, state: State) -> int:

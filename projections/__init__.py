@@ -13,14 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 from projections.base import BaseProjection, Projection, fold
+from projections.cluster_view import ClusterViewProjection
 from projections.curriculum import CurriculumProjection
 from projections.journal import JournalProjection
 from projections.loop_status import LoopStatusProjection
 from projections.matches import MatchesProjection
+from projections.matchmaking import MatchmakingProjection
 from projections.models import ModelRegistryProjection
 from projections.pool import PoolProjection
 from projections.ratings import RatingsProjection
 from projections.tally import GameTallyProjection
+from projections.timeline import ThroughputProjection, TimelineProjection
 
 __all__ = [
     "PROJECTIONS",
@@ -43,6 +46,10 @@ PROJECTIONS: dict[str, ProjectionFactory] = {
     PoolProjection.name: lambda config: PoolProjection(),
     GameTallyProjection.name: lambda config: GameTallyProjection(),
     CurriculumProjection.name: lambda config: CurriculumProjection(config.curriculum),
+    TimelineProjection.name: lambda config: TimelineProjection(),
+    ThroughputProjection.name: lambda config: ThroughputProjection(),
+    MatchmakingProjection.name: lambda config: MatchmakingProjection(),
+    ClusterViewProjection.name: lambda config: ClusterViewProjection(),
 }
 
 

@@ -14,6 +14,9 @@ Rules of the fold:
   an open training is the trainer's to retry. A newer training supersedes an open one.
 - :func:`training_window` picks the newest shards up to the window size (fixed, or growing
   as a power of the pool's size) and leaves out shards played by reverted models.
+- Version skew (``handlers/cluster``): ``cluster.policy_set`` gives ``max_model_lag``; a shard
+  whose model was more generations than that behind the champion when the shard was synced
+  (:func:`shard_lag`, from the registry) stays in the pool but out of the window.
 
 The fold is linear in the events: shards, ranges and trainings sit in persistent collections
 (``projections.persistent``); the tuples readers see are built when first read.
@@ -30,6 +33,7 @@ import msgspec
 from projections import persistent
 from projections.base import BaseProjection
 from streams import events as ev
+from streams.cluster_events import ClusterPolicySet
 from streams.envelope import Event
 
 __all__ = [
@@ -38,6 +42,7 @@ __all__ = [
     "Shard",
     "Training",
     "WindowSettings",
+    "shard_lag",
     "training_window",
     "window_size",
 ]
@@ -105,6 +110,7 @@ class Pool(msgspec.Struct, frozen=True, kw_only=True, dict=True, forbid_unknown_
     last_training: str = ""  # the id of the latest training
     ignored_batches: int = 0
     last_seq: int = 0
+    max_model_lag: int = -1  # cluster.policy_set; -1: no limit
 
     @cached_property
     def shards(self) -> tuple[Shard, ...]:
@@ -157,7 +163,7 @@ def _overlaps(ranges: persistent.Seq[tuple[int, int]], first: int, last: int) ->
 
 class PoolProjection(BaseProjection[Pool]):
     name = "pool"
-    version = 2  # v2: persistent collections (linear fold), handlers in the tag style
+    version = 3  # v3: max_model_lag; v2: persistent collections (linear fold), tag-style handlers
     state_type = Pool
 
     def initial(self) -> Pool:
@@ -237,6 +243,9 @@ class PoolProjection(BaseProjection[Pool]):
     def on_checkpoint_saved(self, s: Pool, e: ev.CheckpointSaved, seq: int) -> Pool:
         return self._close(s, e.causation_id, CHECKPOINT, e.model_id) if e.causation_id else s
 
+    def on_cluster_policy_set(self, s: Pool, e: ClusterPolicySet, seq: int) -> Pool:
+        return msgspec.structs.replace(s, max_model_lag=e.max_model_lag)
+
     def on_health_check_failed(self, s: Pool, e: ev.HealthCheckFailed, seq: int) -> Pool:
         if e.severity != CRITICAL or not e.causation_id:
             return s
@@ -275,15 +284,44 @@ def _excluded(reverted: Any) -> frozenset[str]:
     return frozenset(found if found is not None else reverted or ())
 
 
+def _champion_generations(registry: Any) -> list[tuple[int, int]]:
+    """``(seq, generation)`` of every champion decision, in log order (promotions, rollbacks)."""
+    models = registry.models
+    points = [(p.seq, p.generation) for p in registry.promotions]
+    points += [(b.seq, models[b.model_id].generation if b.model_id in models else 0)
+               for b in registry.rollbacks]
+    return sorted(points)
+
+
+def shard_lag(registry: Any, shard: Shard, points: list[tuple[int, int]] | None = None) -> int:
+    """Generations the model of ``shard`` was behind the champion when the shard was synced
+    (the champion of the last decision before it); 0 when unknown."""
+    points = _champion_generations(registry) if points is None else points
+    champion = 0
+    for seq, generation in points:
+        if seq >= shard.seq:
+            break
+        champion = generation
+    records = [registry.models[m] for m in shard.models if m in registry.models]
+    if not records:
+        return 0
+    return max(champion - min(r.generation for r in records), 0)
+
+
 def training_window(pool: Pool, reverted: Any, config: WindowSettings) -> list[Shard]:
     """The shards to train on, newest first, up to :func:`window_size` positions.
 
     ``reverted`` is the model registry (its ``reverted_models``) or a collection of model
-    ids; shards played by any of them are left out. Shards are taken whole: the newest one
-    always, then older ones while the positions taken are fewer than the window.
+    ids; shards played by any of them are left out; given the registry, so are shards whose
+    :func:`shard_lag` exceeds the pool's ``max_model_lag``. Shards are taken whole: the newest
+    one always, then older ones while the positions taken are fewer than the window.
     """
     excluded = _excluded(reverted)
     eligible = [s for s in pool.shards if not excluded.intersection(s.models)]
+    max_lag = getattr(pool, "max_model_lag", -1)  # a v1 pool (tests/unit/legacy) has none
+    if max_lag >= 0 and hasattr(reverted, "promotions"):
+        points = _champion_generations(reverted)
+        eligible = [s for s in eligible if shard_lag(reverted, s, points) <= max_lag]
     size = window_size(sum(s.positions for s in eligible), config)
     window: list[Shard] = []
     taken = 0

@@ -13,9 +13,9 @@ gives one ``error: ...`` line and exit code 2.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,6 +24,8 @@ from engine.bench_strength import (
     DEFAULT_SIMULATIONS,
     PUBLIC_POSITIONS,
 )
+from scripts.common import ConfigOption, RunOption, guarded, load_target, with_store
+from scripts.progress import tracker
 
 app = typer.Typer(
     name="bench",
@@ -49,13 +51,6 @@ def _fail(message: str) -> None:
     raise typer.Exit(USAGE_ERROR)
 
 
-def _progress(player: str, done: int, total: int) -> None:
-    sys.stderr.write(f"\r{player}: {done}/{total} positions")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
 @app.command("connect4")
 def connect4(
     model: str = typer.Option(
@@ -79,7 +74,10 @@ def connect4(
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads (default: torch's)"),
     seed: int = typer.Option(0, "--seed", help="seed of the reference players"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON line only"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars (none when not at a terminal)"),
+    record: bool = typer.Option(False, "--record", help="record the grades as model.graded in the run's log"),
+    config: Path = ConfigOption,
+    run: str = RunOption,
 ) -> None:
     """Grade a Connect Four model (and the reference players) on solved positions."""
     import msgspec
@@ -103,35 +101,38 @@ def connect4(
         _fail(f"{positions} holds no position")
     if model == RANDOM_MODEL and no_references:
         _fail(f"--model {RANDOM_MODEL} with --no-references leaves nothing to grade")
-    progress = None if quiet else _progress
+    target = guarded(lambda: load_target(config, run), code=USAGE_ERROR) if record else None
+    with tracker(quiet=quiet) as bars:
+        def progress(player: str, done: int, total: int) -> None:
+            bars.update(player, completed=done, total=total, description=f"{player} positions")
 
-    reports, seconds, model_id = {}, {}, RANDOM_MODEL
-    if not no_references:
-        started = time.perf_counter()
-        reports.update(
-            measure_references(chosen, reference_rollouts, seed=seed, game=game, progress=progress)
-        )
-        seconds["references"] = time.perf_counter() - started
-    if model != RANDOM_MODEL:
-        from engine.checkpoint import load_checkpoint_file
-        from engine.network import set_torch_threads
-
-        if threads is not None:
-            set_torch_threads(threads)
-        try:
-            net, meta = load_checkpoint_file(model, expect_game=game)
-        except CheckpointError as exc:
-            _fail(str(exc))
-        model_id = meta.model_id
-        started = time.perf_counter()
-        reports.update(measure_model(net, chosen, 0, game=game))
-        seconds["raw-policy"] = time.perf_counter() - started
-        if sims > 0:
+        reports, seconds, model_id = {}, {}, RANDOM_MODEL
+        if not no_references:
             started = time.perf_counter()
             reports.update(
-                measure_model(net, chosen, sims, batch=batch, game=game, raw=False, progress=progress)
+                measure_references(chosen, reference_rollouts, seed=seed, game=game, progress=progress)
             )
-            seconds[mcts_name(sims)] = time.perf_counter() - started
+            seconds["references"] = time.perf_counter() - started
+        if model != RANDOM_MODEL:
+            from engine.checkpoint import load_checkpoint_file
+            from engine.network import set_torch_threads
+
+            if threads is not None:
+                set_torch_threads(threads)
+            try:
+                net, meta = load_checkpoint_file(model, expect_game=game)
+            except CheckpointError as exc:
+                _fail(str(exc))
+            model_id = meta.model_id
+            started = time.perf_counter()
+            reports.update(measure_model(net, chosen, 0, game=game))
+            seconds["raw-policy"] = time.perf_counter() - started
+            if sims > 0:
+                started = time.perf_counter()
+                reports.update(
+                    measure_model(net, chosen, sims, batch=batch, game=game, raw=False, progress=progress)
+                )
+                seconds[mcts_name(sims)] = time.perf_counter() - started
 
     summary = {
         "model": model_id,
@@ -149,3 +150,22 @@ def connect4(
         )
         typer.echo(format_table(reports))
     typer.echo(msgspec.json.encode(summary).decode())
+    if target is not None:
+        event = graded_event(target.run, model_id, positions, reports)
+        seq = with_store(target, lambda store: store.append(event))
+        if not as_json:
+            typer.echo(f"recorded model.graded #{seq} in run {target.run}")
+
+
+def graded_event(run: str, model_id: str, positions: Path, reports: dict) -> Any:
+    """``model.graded`` of ``reports`` (player -> ``StrengthReport``): each player's overall shares."""
+    from engine.bench_strength import RAW_POLICY
+    from streams.events import Grade, ModelGraded
+
+    grades = [
+        Grade(player=name, positions=r.overall.count, outcome_optimal=r.overall.outcome_optimal,
+              exactly_optimal=r.overall.exactly_optimal, value_accuracy=r.overall.value_accuracy,
+              reference=not (name == RAW_POLICY or name.startswith("net-")))
+        for name, r in reports.items()
+    ]
+    return ModelGraded.new(run, model_id=model_id, positions_file=str(positions), grades=grades)

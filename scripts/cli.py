@@ -9,11 +9,16 @@ from __future__ import annotations
 import typer
 
 from scripts import (
+    agent_cli,
     bench_cli,
+    cluster_cli,
     events_cli,
     loop_cli,
     models_cli,
+    p2p_cli,
+    pipeline_cli,
     promotion_cli,
+    report_cli,
     selfplay_cli,
     server_cli,
     stats,
@@ -35,6 +40,11 @@ SUBAPPS: dict[str, typer.Typer] = {
     "loop": loop_cli.app,
     "promotion": promotion_cli.app,
     "models": models_cli.app,
+    "p2p": p2p_cli.app,
+    "pipeline": pipeline_cli.app,
+    "cluster": cluster_cli.app,
+    "report": report_cli.app,
+    "agent": agent_cli.app,
 }
 
 for _name, _app in SUBAPPS.items():

@@ -18,6 +18,7 @@ from scripts.common import (
     parse_point,
     run_async,
 )
+from scripts.progress import tracker
 from streams import codec, names
 from streams.connection import connect
 from streams.errors import DecodeError
@@ -27,6 +28,7 @@ app = typer.Typer(help="Read the log: tail, show, replay to a point, export, sta
                   no_args_is_help=True)
 _ENVELOPE = {"id", "time", "run", "v", "causation_id", "correlation_id", "type"}
 StreamOption = typer.Option(names.EVENTS, "--stream", help="EVENTS, GAMES, COMMANDS or WORK")
+QuietOption = typer.Option(False, "--quiet", "-q", help="no progress bar (none when not at a terminal)")
 
 
 def _check_stream(stream: str) -> str:
@@ -127,11 +129,12 @@ def replay(
     run: str = RunOption,
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     config: Path = ConfigOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """A projection's state as of a sequence or a time (debug a run by replaying it)."""
     from handlers.loop.config import LoopConfig, load_loop_config
     from projections import PROJECTIONS, build_projection
-    from projections.runner import state_as_of
+    from projections.runner import states_as_of
 
     if projection not in PROJECTIONS:
         raise typer.BadParameter(
@@ -144,8 +147,16 @@ def replay(
     loop_config = guarded(lambda: load_loop_config(config) if config.exists() else LoopConfig())
 
     async def work(store: EventStore):
-        return await state_as_of(store, build_projection(projection, loop_config), target.run,
-                                 seq=seq, time=when)
+        chosen = build_projection(projection, loop_config)
+        with tracker(quiet=quiet) as bars:
+            end = seq or await store.last_seq(chosen.stream)
+            (state,), position = await states_as_of(
+                store, [chosen], target.run, seq=seq, time=when,
+                on_progress=lambda at: bars.update("replay", completed=at, total=end,
+                                                   description=f"replay {chosen.stream}"))
+            if bars.tasks:
+                bars.update("replay", completed=position, total=end)
+        return state, position
 
     state, position = guarded(lambda: run_async(lambda: _with_store(target, work)))
     data = msgspec.to_builtins(state)
@@ -166,6 +177,7 @@ def export(
     run: str = typer.Option(None, "--run", help="only this run (default: every run)"),
     stream: str = StreamOption,
     config: Path = ConfigOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Every event in a range as JSON lines on stdout."""
     stream = _check_stream(stream)
@@ -174,10 +186,17 @@ def export(
     target = guarded(lambda: load_target(config))
 
     async def work(store: EventStore) -> None:
-        async for item in store.read(stream, subject_filter=names.run_filter(stream, run),
-                                     start_seq=start_seq or 1, start_time=start_time,
-                                     end_seq=end_seq, end_time=end_time):
-            echo_json(_as_dict(item))
+        with tracker(quiet=quiet) as bars:
+            end, last = end_seq or await store.last_seq(stream), 0
+            async for item in store.read(stream, subject_filter=names.run_filter(stream, run),
+                                         start_seq=start_seq or 1, start_time=start_time,
+                                         end_seq=end_seq, end_time=end_time):
+                echo_json(_as_dict(item))
+                if item.seq % 500 == 0:
+                    bars.update("export", completed=item.seq, total=end, description=f"export {stream}")
+                last = item.seq
+            if bars.tasks:
+                bars.update("export", completed=last, total=end)
 
     guarded(lambda: run_async(lambda: _with_store(target, work)))
 

@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--to", type=int, default=None, help="rollback: the promotion's sequence")
     parser.add_argument("--model", default=None, help="rollback: the model to go back to")
     parser.add_argument("--reason", default="")
+    parser.add_argument("--wait-nodes", type=float, default=None, metavar="SECONDS",
+                        help="candidate / rollback: wait for the node agents to switch (cluster sync)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         command = ["candidate", args.candidate, *forwarded, *overrides, "--play", args.play]
         command += ["--timeout", str(args.timeout)] if args.timeout is not None else []
         command += ["--json"] if args.json else []
+        command += ["--wait-nodes", str(args.wait_nodes)] if args.wait_nodes is not None else []
     elif args.daemon:
         command = ["daemon", *forwarded, *overrides, "--play", args.play]
         command += ["--verbose"] if args.verbose else []
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         command = ["rollback", *forwarded, "--reason", args.reason]
         command += ["--to", str(args.to)] if args.to is not None else []
         command += ["--model", args.model] if args.model is not None else []
+        command += ["--wait-nodes", str(args.wait_nodes)] if args.wait_nodes is not None else []
     else:
         command = ["history" if args.history else "ratings", *forwarded]
         command += ["--json"] if args.json else []

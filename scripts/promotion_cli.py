@@ -29,6 +29,7 @@ from scripts.common import (
     run_async,
     with_store,
 )
+from scripts.progress import tracker
 
 app = typer.Typer(help="Promotion: judge a candidate, evaluate continuously, roll back, history, ratings.",
                   no_args_is_help=True)
@@ -56,6 +57,18 @@ VerboseOption = typer.Option(False, "--verbose", "-v")
 ToOption = typer.Option(None, "--to", help="sequence of the promotion to go back to (see history)")
 ModelOption = typer.Option(None, "--model", help="go back to this model's latest effective promotion")
 ReasonOption = typer.Option("", "--reason", help="why (recorded in the event)")
+WaitNodesOption = typer.Option(10.0, "--wait-nodes", min=0,
+                               help="after a champion change, wait up to SECONDS for node agents to "
+                                    "switch and say which lag (silent with no agents)")
+
+
+def _node_sync(cfg, model_id: str, wait: float, say) -> None:
+    """Which node agents play ``model_id`` now and which lag (``handlers.cluster.sync_report``)."""
+    from handlers.cluster.sync_report import sync_report
+
+    report = with_store(cfg, lambda store: sync_report(store, cfg.run, model_id, timeout=wait))
+    for line in report.lines() if report is not None else []:
+        say(line)
 
 
 def _configs(config: Path, promotion: Path | None, overrides: dict[str, Any]):
@@ -145,6 +158,8 @@ def candidate(
     play: Play = PlayOption,
     timeout: float | None = TimeoutOption,
     as_json: bool = JsonOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars (none when not at a terminal)"),
+    wait_nodes: float = WaitNodesOption,
 ) -> None:
     """Import a checkpoint and judge it; exit 0 promoted, 1 rejected, 2 refused or error."""
     from engine.network import set_torch_threads
@@ -154,14 +169,25 @@ def candidate(
         "elo_threshold": elo_threshold, "max_pairs": max_pairs, "simulations": simulations})
     set_torch_threads(loop_cfg.evaluation.torch_threads)
     say = (lambda text: None) if as_json else typer.echo
-    verdict = guarded(lambda: run_async(lambda: judge_candidate(
-        loop_cfg, promo, path, play=play.value, on_note=say,
-        on_progress=lambda m: say(format_match(m)), timeout=timeout,
-    )), code=2)
+
+    def on_progress(m) -> None:  # a bar per match at a terminal, else a line per change
+        if not bars.active:
+            say(format_match(m))
+            return
+        llr = f"LLR {m.llr:+.2f} in [{m.lower:.2f}, {m.upper:.2f}]" + (f" {m.verdict}" if m.completed else "")
+        bars.update(m.match_id, completed=m.pairs, total=m.max_pairs,
+                    description=f"{m.purpose} vs {m.opponent}", note=llr)
+
+    with tracker(quiet=quiet or as_json) as bars:
+        verdict = guarded(lambda: run_async(lambda: judge_candidate(
+            loop_cfg, promo, path, play=play.value, on_note=say, on_progress=on_progress, timeout=timeout,
+        )), code=2)
     if as_json:
         echo_json(verdict)
     else:
         typer.echo(format_verdict(verdict))
+    if verdict.promoted:
+        _node_sync(loop_cfg, verdict.model_id, wait_nodes, say)
     raise typer.Exit(0 if verdict.promoted else 1)
 
 
@@ -202,6 +228,7 @@ def rollback(
     to: int | None = ToOption,
     model: str | None = ModelOption,
     reason: str = ReasonOption,
+    wait_nodes: float = WaitNodesOption,
 ) -> None:
     """Roll the champion back (default: to the previous effective promotion).
 
@@ -217,6 +244,7 @@ def rollback(
     typer.echo(f"rolled back run {cfg.run} to promotion #{event.to_promotion_seq}: the champion is "
                f"{event.model_id}; reverted {', '.join(event.reverted_models) or 'nothing'} "
                f"(champion.rolled_back #{seq})")
+    _node_sync(cfg, event.model_id, wait_nodes, typer.echo)
 
 
 @app.command()
@@ -224,6 +252,7 @@ def promote(
     model_id: str = typer.Argument(..., help="the model to make champion (known, not yet decided)"),
     config: Path = ConfigOption,
     reason: str = ReasonOption,
+    wait_nodes: float = WaitNodesOption,
 ) -> None:
     """Promote a model by hand, skipping its matches (decided by the controller, as rollback)."""
     from handlers.promotion.manager import promote_model
@@ -233,6 +262,7 @@ def promote(
     event, seq = with_store(cfg, lambda store: promote_model(store, cfg.run, model_id, reason=reason))
     typer.echo(f"promoted {event.model_id} by hand in run {cfg.run}: it replaced "
                f"{event.previous_champion or 'no champion'} (candidate.promoted #{seq})")
+    _node_sync(cfg, event.model_id, wait_nodes, typer.echo)
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
     jetzero stats sprt --pentanomial 43,61,144,55,37 --elo0 0 --elo1 2 --model normalized
     jetzero stats elo --trinomial 90,200,110 --json
+    jetzero stats glicko2 --rating 1500 --rd 200 --volatility 0.06 --tau 0.5 \
+        --game 1400,30,1 --game 1550,100,0 --game 1700,300,0
 
 Counts are from the candidate's point of view: ``--trinomial L,D,W`` per game or
 ``--pentanomial LL,LD,WLDD,WD,WW`` per colour-swapped game pair. Option values are parsed
@@ -17,6 +19,7 @@ from typing import NoReturn
 import msgspec
 import typer
 
+from engine.glicko2 import Rating, rate
 from engine.rating import EloEstimate, elo_from_pentanomial, elo_from_trinomial, sprt
 from engine.sprt import MODELS
 
@@ -105,6 +108,49 @@ def elo_command(
         return
     typer.echo(f"{kind:<11} {counts}")
     _print_estimate(estimate)
+
+
+@app.command("glicko2", context_settings=_LENIENT)
+def glicko2_command(
+    ctx: typer.Context,
+    rating: str = typer.Option("1500", metavar="FLOAT", help="The player's rating."),
+    rd: str = typer.Option("350", metavar="FLOAT", help="The player's rating deviation."),
+    volatility: str = typer.Option("0.06", metavar="FLOAT", help="The player's volatility."),
+    tau: str = typer.Option("0.5", metavar="FLOAT", help="The system constant τ."),
+    game: list[str] = typer.Option(
+        [], metavar="OPP_RATING,OPP_RD,SCORE", help="One game of the period (repeat); none: an idle period."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """One Glicko-2 rating period (Glickman 2013): the new rating, RD and volatility."""
+    _no_extra(ctx)
+    player = Rating(_number("--rating", rating), _number("--rd", rd), _number("--volatility", volatility))
+    games = [_glicko_game(text) for text in game]
+    try:
+        result = rate(player, games, _number("--tau", tau))
+    except ValueError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(msgspec.json.encode(msgspec.structs.asdict(result)).decode())
+        return
+    typer.echo(f"{'games':<11} {len(games)}" + ("" if games else " (an idle period)"))
+    typer.echo(f"{'rating':<11} {result.rating:.2f}")
+    typer.echo(f"{'RD':<11} {result.rd:.2f}")
+    typer.echo(f"{'volatility':<11} {result.volatility:.6f}")
+
+
+def _glicko_game(text: str) -> tuple[Rating, float]:
+    try:
+        opp_rating, opp_rd, score = (float(part) for part in text.split(","))
+    except ValueError:
+        _fail(f"--game takes three numbers OPP_RATING,OPP_RD,SCORE, got {text!r}")
+    if not all(map(math.isfinite, (opp_rating, opp_rd, score))):
+        _fail(f"--game takes finite numbers, got {text!r}")
+    if not opp_rd > 0:
+        _fail(f"--game: the opponent's RD must be positive, got {text!r}")
+    if not 0 <= score <= 1:
+        _fail(f"--game: the score must be in [0, 1] (1 win, 0.5 draw, 0 loss), got {text!r}")
+    return Rating(opp_rating, opp_rd), score
 
 
 def _print_estimate(estimate: EloEstimate) -> None:

@@ -158,11 +158,15 @@ def client_file(settings: NatsSettings) -> Path | None:
 def client_login(settings: NatsSettings, name: str = ADMIN) -> tuple[str | None, str | None]:
     """``(user, password)`` a client of ``settings`` logs in with.
 
-    ``nats.url``: the user ``name`` of ``nats.credentials`` if set (else none; the URL may
-    carry a user). The embedded server: its data folder's credentials; none there yet means
+    ``nats.url``: the user ``name`` of ``nats.credentials`` if set, or its only user when it
+    holds one (a role's file, ``jetzero cluster credentials``); else none (the URL may carry
+    a user). The embedded server: its data folder's credentials; none there yet means
     no server was ever started there, and one that wants them refuses us with a clear error.
     """
     path = client_file(settings)
     if path is None or (not settings.url and not path.exists()):
         return None, None
-    return load(path).login(name)
+    credentials = load(path)
+    if settings.url and len(credentials.users) == 1:
+        return credentials.users[0].name, credentials.users[0].password
+    return credentials.login(name)

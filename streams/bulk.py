@@ -621,6 +621,8 @@ async def replay(
         transport.close()
         if consumer is not None:
             try:
-                await js.delete_consumer(stream, consumer)
+                # bounded: a login that may not delete consumers (a cluster node's) would wait
+                # out the whole API timeout (10 s) on every replay
+                await asyncio.wait_for(js.delete_consumer(stream, consumer), 1.0)
             except Exception:  # noqa: BLE001 - it expires on its own once the inbox is gone
                 pass

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from streams import names
+from streams.cluster_events import ClusterEvent
 from streams.commands import AnyCommand
 from streams.envelope import Event, tag_of
 from streams.errors import DecodeError
@@ -26,9 +27,12 @@ from streams.games import (
     upgrade_game_finished_v3,
     upgrade_game_finished_v4,
 )
+from streams.matchmaking_events import MatchmakingEvent
+from streams.pipeline_events import PipelineEvent
 from streams.work import WorkItem
 
-AnyEvent = ControlEvent | GameFinished | AnyCommand | WorkItem
+AnyEvent = (ControlEvent | GameFinished | AnyCommand | WorkItem | ClusterEvent | MatchmakingEvent
+            | PipelineEvent)
 
 EVENT_TYPES: tuple[type[Event], ...] = tuple(
     t for t in AnyEvent.__args__  # type: ignore[attr-defined]

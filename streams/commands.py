@@ -54,4 +54,19 @@ class RollbackChampion(Command, frozen=True, kw_only=True, tag="command.rollback
     champion_seq: int = 0
 
 
-AnyCommand = StopLoop | ResumeLoop | PromoteModel | RollbackChampion
+class NodeResync(Event, frozen=True, kw_only=True, tag="command.node_resync"):
+    """Addressed to one node agent (on its aggregate, not the controller's): pull the champion,
+    verify it and switch. Not a ``Command``: the controller leaves it to the node, which
+    answers with ``node.model_synced`` or ``node.model_refused`` caused by it."""
+
+    node: str
+    by: str = ""
+    reason: str = ""
+
+    STREAM: ClassVar[str] = names.COMMANDS
+
+    def aggregate(self) -> str:
+        return names.node_aggregate(self.node)
+
+
+AnyCommand = StopLoop | ResumeLoop | PromoteModel | RollbackChampion | NodeResync

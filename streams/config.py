@@ -46,12 +46,18 @@ class NatsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # streams/auth.py). The embedded server keeps its own in data_dir. Secrets stay out of the
     # config, and so out of the log that records it.
     credentials: str | None = None
+    # How soon a client gives up on a silent server and moves to another (a cluster: 1 s x 2,
+    # see handlers/cluster/config.py): ping every ping_interval_s, drop after this many unanswered.
+    ping_interval_s: float = 10.0
+    max_outstanding_pings: int = 3
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be 1..65535, got {self.port}")
         if self.duplicate_window_s <= 0:
             raise ValueError("duplicate_window_s must be positive")
+        if self.ping_interval_s <= 0 or self.max_outstanding_pings < 1:
+            raise ValueError("ping_interval_s must be positive and max_outstanding_pings at least 1")
         if self.replicas not in (1, 3, 5):
             raise ValueError("replicas must be 1, 3 or 5")
 

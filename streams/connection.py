@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -18,7 +19,7 @@ from nats.js import JetStreamContext
 from streams import auth, bulk
 from streams.config import NatsSettings
 from streams.definitions import ensure_all
-from streams.errors import NotAuthorized, ServerUnreachable
+from streams.errors import NotAuthorized, PublishDenied, ServerUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,40 @@ class Log:
     settings: NatsSettings
 
     closing: bool = False
+    # Publishes awaiting an answer, by lower-cased subject: a future each, set with the
+    # server's text when it refuses the publish (nats-py would only time out).
+    denial_watch: dict[str, list[asyncio.Future[str]]] = field(default_factory=dict)
+
+    @property
+    def user(self) -> str:
+        return str(self.nc.options.get("user") or "(no user)")
+
+    def watch_denial(self, subject: str) -> asyncio.Future[str]:
+        """A future the server's refusal of a publish to ``subject`` completes; pass it to
+        ``unwatch_denial`` once the publish is answered."""
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.denial_watch.setdefault(subject.lower(), []).append(fut)
+        return fut
+
+    def unwatch_denial(self, subject: str, fut: asyncio.Future[str]) -> None:
+        waiting = self.denial_watch.get(subject.lower())
+        if waiting and fut in waiting:
+            waiting.remove(fut)
+            if not waiting:
+                del self.denial_watch[subject.lower()]
+
+    def denied(self, subject: str) -> PublishDenied:
+        """The error for a publish to ``subject`` the server refused this login."""
+        return PublishDenied(
+            f"publish to {subject} denied by the server: user {self.user!r} has no permission "
+            "for that subject (see 'jetzero cluster credentials' for what each role may do)",
+            subject=subject, user=self.user,
+        )
+
+    def _refused(self, subject: str, text: str) -> None:
+        for fut in self.denial_watch.pop(subject.lower(), []):
+            if not fut.done():
+                fut.set_result(text)
 
     async def close(self) -> None:
         self.closing = True
@@ -41,6 +76,16 @@ class Log:
                 await asyncio.wait_for(self.nc.drain(), 3.0)
             except Exception:  # noqa: BLE001 - closing a dead connection must not mask the cause
                 await self.nc.close()
+
+
+_PUBLISH_DENIED = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
+
+
+def denied_subject(text: str) -> str | None:
+    """The subject of a server's publish-permission refusal in ``text`` (lower-cased by the
+    server), or None when ``text`` is something else."""
+    found = _PUBLISH_DENIED.search(text)
+    return found.group(1) if found else None
 
 
 async def _error_cb(exc: Exception) -> None:
@@ -71,6 +116,8 @@ async def connect(
     async def on_error(exc: Exception) -> None:
         if "authorization violation" in str(exc).lower() and not refused.done():
             refused.set_result(str(exc))
+        if holder and (subject := denied_subject(str(exc))) is not None:
+            holder[0]._refused(subject, str(exc))
         await (_error_cb if long_lived and holder else _quiet_error_cb)(exc)
 
     async def disconnected() -> None:
@@ -83,12 +130,14 @@ async def connect(
         name=name,
         user=user,
         password=password,
-        connect_timeout=2,
+        # A server that takes a connection but says nothing (frozen) is left as soon as a silent
+        # one is dropped: short pings (a cluster's) mean a short wait for its INFO too.
+        connect_timeout=min(2.0, max(0.5, 2 * settings.ping_interval_s)),  # type: ignore[arg-type]
         allow_reconnect=True,
         max_reconnect_attempts=-1 if long_lived else 2,
         reconnect_time_wait=0.5 if long_lived else 0.2,  # type: ignore[arg-type] # seconds
-        ping_interval=10,
-        max_outstanding_pings=3,
+        ping_interval=settings.ping_interval_s,  # type: ignore[arg-type] # seconds, float fine
+        max_outstanding_pings=settings.max_outstanding_pings,
         error_cb=on_error,
         disconnected_cb=disconnected if long_lived else None,
         reconnected_cb=_reconnected_cb if long_lived else None,

@@ -76,6 +76,9 @@ def kv_configs(settings: NatsSettings) -> list[api.KeyValueConfig]:
         ),
         api.KeyValueConfig(bucket=names.KV_SNAPSHOTS, history=1, replicas=r, direct=True),
         api.KeyValueConfig(bucket=names.KV_POSITIONS, history=1, replicas=r, direct=True),
+        api.KeyValueConfig(
+            bucket=names.KV_NODES, history=1, ttl=settings.heartbeat_ttl_s, replicas=r, direct=True
+        ),
     ]
 
 

@@ -13,11 +13,15 @@
     │   ├── ConcurrencyConflict     an expected-last-sequence append lost the race
     │   ├── EventNotFound           no event at that sequence / on that aggregate
     │   ├── DefinitionConflict      a stream / bucket definition the server refuses to change
+    │   ├── PublishDenied           the server refused a publish: this login may not use that subject
     │   └── LockHeld                a lease in the locks bucket is held by someone else
+    │       └── FenceLost           a singleton role was taken over: a write under its stale fence refused
     ├── DecodeError                 bytes on a subject are not a valid event of a known schema
     ├── ProjectionError             a projection's fold raised (message names the sequence)
     ├── CommandTimeout              no handler answered a command in time
     ├── PromotionError              a model import or export, a candidate or a rollback refused
+    ├── AgentRefused                a node agent may not join (its software is below min_version)
+    ├── LaunchFailed                ssh could not start / stop a node's agent (its last line said why)
     └── PlayerUnavailable           (handlers.promotion.players_cache) a match player cannot be built
 
 The engine has its own root, ``engine.errors.EngineError`` (illegal moves, corrupt
@@ -86,8 +90,25 @@ class DefinitionConflict(StoreError):
     """The server refuses to change a stream or bucket to the project's definition."""
 
 
+class PublishDenied(StoreError, PermissionError):
+    """The server refused a publish for lack of permission; names the subject and the user."""
+
+    def __init__(self, message: str, *, subject: str = "", user: str = ""):
+        super().__init__(message)
+        self.subject = subject
+        self.user = user
+
+
 class LockHeld(StoreError):
     """A lease in the locks bucket is held by another owner."""
+
+
+class FenceLost(LockHeld):
+    """A singleton role's lease was taken over; a write under the stale fence was refused."""
+
+
+class LaunchFailed(JetzeroError):
+    """ssh did not run a launch script on a node (unreachable host, refused key, timeout)."""
 
 
 class DecodeError(JetzeroError, ValueError):
@@ -106,3 +127,7 @@ class PromotionError(JetzeroError):
     """A model refused (unreadable, corrupt, another game or architecture), an export that
     fails its digest check, a rollback refused, or an evaluation that cannot go on; the message
     says which and why."""
+
+
+class AgentRefused(JetzeroError):
+    """A node agent may not join the cluster; the message names the version it needs."""

@@ -32,6 +32,9 @@ class LoopStarted(_Loop, frozen=True, kw_only=True, tag="loop.started"):
     config_sha256: str = ""  # sha256 of the loop config file's bytes
     promotion_path: str = ""
     promotion_sha256: str = ""
+    # what this start's machine made of the config: cores, GPUs, the sizes (workers, torch
+    # threads) and the devices (cpu / cuda:N) chosen for each role
+    resolved: dict[str, Any] = {}
 
 
 class LoopHalted(_Loop, frozen=True, kw_only=True, tag="loop.halted"):
@@ -67,6 +70,7 @@ class PoolBatchSynced(Event, frozen=True, kw_only=True, tag="pool.batch_synced")
     games_last_seq: int
     models: list[str] = []
     stages: list[str] = []
+    fence: int = 0  # the singleton role's lease revision when emitted (0: not fenced)
 
     def aggregate(self) -> str:
         return names.AGG_POOL
@@ -78,6 +82,7 @@ class TrainingStarted(Event, frozen=True, kw_only=True, tag="training.started"):
     shards: list[str]
     window_positions: int
     samples_planned: int
+    fence: int = 0  # the singleton role's lease revision when emitted (0: not fenced)
 
     def aggregate(self) -> str:
         return "training"
@@ -97,6 +102,7 @@ class CheckpointSaved(Event, frozen=True, kw_only=True, tag="checkpoint.saved"):
     policy_entropy: float = 0.0
     samples_trained: int = 0
     source: str = "trainer"
+    fence: int = 0  # the singleton role's lease revision when emitted (0: not fenced)
 
     def aggregate(self) -> str:
         return "models"
@@ -138,6 +144,7 @@ class MatchScheduled(_Match, frozen=True, kw_only=True, tag="match.scheduled"):
     openings: int = 0
     sprt: SprtParams = SprtParams()
     set_size: int = 0  # matches scheduled together for this candidate (0: unknown)
+    fence: int = 0  # the singleton role's lease revision when emitted (0: not fenced)
 
 
 class MatchPairPlayed(_Match, frozen=True, kw_only=True, tag="match.pair_played"):
@@ -160,6 +167,7 @@ class MatchCompleted(_Match, frozen=True, kw_only=True, tag="match.completed"):
     lower: float
     upper: float
     reason: str = ""
+    fence: int = 0  # the singleton role's lease revision when emitted (0: not fenced)
 
 
 class GateResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,6 +178,8 @@ class GateResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Champion(Event, frozen=True, kw_only=True):
+    fence: int = 0  # the singleton role's lease revision when emitted (0: not fenced)
+
     def aggregate(self) -> str:
         return names.AGG_CHAMPION
 
@@ -196,6 +206,28 @@ class ChampionRolledBack(_Champion, frozen=True, kw_only=True, tag="champion.rol
     evidence: dict[str, float] = {}
 
 
+class Grade(msgspec.Struct, frozen=True, kw_only=True):
+    """One player's overall shares on solved positions (``engine.strength.Tally``)."""
+
+    player: str  # raw-policy, net-mcts-<sims>, random, pure-mcts-<rollouts>
+    positions: int = 0
+    outcome_optimal: float = 0.0
+    exactly_optimal: float = 0.0
+    value_accuracy: float | None = None
+    reference: bool = False  # a reference player, not the model
+
+
+class ModelGraded(Event, frozen=True, kw_only=True, tag="model.graded"):
+    """A model (and the reference players) graded on solved positions (``bench connect4 --record``)."""
+
+    model_id: str  # "random" when only the references were graded
+    positions_file: str = ""
+    grades: list[Grade] = []
+
+    def aggregate(self) -> str:
+        return "models"
+
+
 class HealthCheckFailed(Event, frozen=True, kw_only=True, tag="health.check_failed"):
     check: str
     severity: str  # warning | critical
@@ -219,6 +251,10 @@ class NodeJoined(_Node, frozen=True, kw_only=True, tag="node.joined"):
     host: str = ""
     roles: list[str] = []
     model_id: str = ""
+    model_digest: str = ""
+    software_version: str = ""  # jetzero's package version on the node
+    config_sha256: str = ""  # the loop config in force it runs on (loop.started's digest)
+    session: str = ""  # this join's id: a restart of the agent is a new session
 
 
 class NodeLeft(_Node, frozen=True, kw_only=True, tag="node.left"):
@@ -272,6 +308,7 @@ ControlEvent = (
     | CandidateRejected
     | ChampionRolledBack
     | HealthCheckFailed
+    | ModelGraded
     | NodeJoined
     | NodeLeft
     | CommandAccepted

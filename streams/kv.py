@@ -104,7 +104,14 @@ async def acquire_lease(
     kv = await log.js.key_value(names.KV_LOCKS)
     key = names.lock_key(run, name)
     try:
-        revision = await kv.create(key, owner.encode())
+        try:
+            revision = await kv.create(key, owner.encode())
+        except (KeyNotFoundError, KeyDeletedError):
+            # nats-py's create: the put found the key, then its look for a tombstone found
+            # nothing: the lease expired in between. It is free now: create again.
+            revision = await kv.create(key, owner.encode())
+    except (KeyNotFoundError, KeyDeletedError):
+        raise LockHeld(f"lease {key} changed hands while taking it; try again") from None
     except KeyWrongLastSequenceError:
         held = await _get(log, names.KV_LOCKS, key)
         holder = held[0].decode(errors="replace") if held else "someone"
@@ -116,6 +123,12 @@ async def acquire_lease(
         except KeyWrongLastSequenceError:
             raise LockHeld(f"lease {key} was taken over from {holder} by another") from None
     return Lease(log, key, owner, int(revision))
+
+
+async def lease_ttl(log: Log) -> float:
+    """The locks bucket's TTL: how long a lease lives unrenewed (0.0: no TTL)."""
+    kv = await log.js.key_value(names.KV_LOCKS)
+    return float((await kv.status()).ttl or 0.0)
 
 
 def process_owner(who: str) -> str:

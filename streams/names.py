@@ -128,9 +128,45 @@ def command_subject(run: str, command: str) -> str:
 
 
 # --- cluster surface (handlers/cluster): its wire names go below this line ---
+KV_NODES = "jz_nodes"  # node agents' heartbeats (TTL): roles, model, version, config, throughput
+AGG_CLUSTER = "cluster"  # cluster-wide facts (the policy agents and the training window obey)
+NODE_EVENT_PREFIX = "node."  # every event an agent writes is tagged node.* (one permission rule)
+
+
+def node_aggregate(node: str) -> str:
+    """The aggregate of one node's events and of the commands addressed to it."""
+    return f"node-{node}"  # made a token where a subject is built (an empty name included)
+
+
+def node_key(run: str, node: str) -> str:
+    """The nodes-KV key of one agent in one run."""
+    return f"{check_run(run)}.{token(node)}"
+
+
+ROLE_EVENT_PREFIX = "role."  # singleton roles' takings and fence refusals (role.taken, ...)
+
+
+def role_aggregate(role: str) -> str:
+    """The aggregate of a singleton role's takings: its last event is the fence in force."""
+    return f"role-{role}"
+
+
+def role_refusals_aggregate(role: str) -> str:
+    """Where stale writes of a role are recorded (apart, so they move no holder's fence)."""
+    return f"role-{role}-refused"
 
 
 # --- matchmaking surface (handlers/matchmaking): its wire names go below this line ---
 
+P2P_GAME_AGGREGATE_PREFIX = "p2p-game-"
+
+
+def p2p_game_aggregate(game_id: str) -> str:
+    """The aggregate of one matchmaking game's events (started, moves, finished)."""
+    return f"{P2P_GAME_AGGREGATE_PREFIX}{token(game_id)}"
+
+P2P_LEVELS_AGGREGATE = "p2p-levels"  # the AI levels' calibrations (``p2p.levels_calibrated``)
+
 
 # --- pipeline surface (handlers/pipeline): its wire names go below this line ---
+AGG_PIPELINE = "pipeline"  # validations of pull requests (requested, completed)

@@ -15,20 +15,26 @@ import asyncio
 import datetime as dt
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from streams import bulk, codec, names
-from streams.connection import Log
+from streams.connection import Log, denied_subject
 from streams.envelope import Event
 from streams.errors import ConcurrencyConflict, DecodeError, EventNotFound, StoreError
 
 _WRONG_LAST_SEQUENCE = 10071
+_ELECTING = (10158, 10008)  # duplicate message id is in process; JetStream unavailable
+# A stream's leader dies: its election takes 4-9 s (Raft); appends retry through it.
+FAILOVER_WINDOW_S = 20.0
+FAILOVER_RETRY_S = 0.05
+FAILOVER_ATTEMPT_S = 0.5  # one attempt's wait for the ack on a cluster (a retry is deduplicated)
 log = logging.getLogger(__name__)
 _LEAN_ATTEMPTS = 3  # lean connections a replay tries before the ordered consumer
 UNDECODABLE = "!undecodable: "  # the type of a read's placeholder for bytes that do not decode
@@ -90,7 +96,7 @@ class EventStore:
             headers[names.HDR_EXPECTED_LAST_SUBJECT_SEQ] = str(expected_last_seq)
             headers[names.HDR_EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = agg_filter
         try:
-            ack = await self.js.publish(subj, codec.encode(event), headers=headers, stream=stream)
+            ack = await self._publish_watched(subj, codec.encode(event), headers, stream)
         except APIError as exc:
             if exc.err_code == _WRONG_LAST_SEQUENCE:
                 last = await self.last(stream, agg_filter)
@@ -105,9 +111,51 @@ class EventStore:
             raise StoreError(f"append {event.tag} to {stream} refused: {exc.description}") from None
         except (TimeoutError, NatsTimeout):
             raise StoreError(f"append {event.tag}: no acknowledgement from {stream}") from None
-        except NoRespondersError:
-            raise StoreError(f"append {event.tag}: stream {stream} does not exist") from None
+        except (NoRespondersError, NoStreamResponseError):
+            raise StoreError(f"append {event.tag}: no answer from stream {stream} (it does not "
+                             "exist, or has no leader)") from None
         return int(ack.seq)
+
+    async def _publish_watched(self, subj: str, data: bytes, headers: dict, stream: str):
+        """``js.publish``, raising ``PublishDenied`` as soon as the server refuses the subject
+        to this login (nats-py itself would wait out its timeout).
+
+        On a cluster (``replicas`` > 1) an attempt that finds no leader (no responders, no
+        answer, 503, "duplicate message id is in process") is sent again with the same
+        ``Nats-Msg-Id`` every ``FAILOVER_RETRY_S`` for up to ``FAILOVER_WINDOW_S``: the
+        stream's election after its leader died; the id keeps the event stored once."""
+        clustered = self.log.settings.replicas > 1
+        started = time.monotonic()
+        while True:
+            try:
+                return await self._publish_once(
+                    subj, data, headers, stream, FAILOVER_ATTEMPT_S if clustered else None
+                )
+            except (TimeoutError, NatsTimeout, NoRespondersError, NoStreamResponseError):
+                if not clustered or time.monotonic() - started > FAILOVER_WINDOW_S:
+                    raise
+            except APIError as exc:
+                electing = exc.err_code in _ELECTING or exc.code == 503
+                if not (clustered and electing) or time.monotonic() - started > FAILOVER_WINDOW_S:
+                    raise
+            await asyncio.sleep(FAILOVER_RETRY_S)
+
+    async def _publish_once(self, subj, data, headers, stream, timeout):
+        denial = self.log.watch_denial(subj)
+        publish = asyncio.ensure_future(
+            self.js.publish(subj, data, headers=headers, stream=stream, timeout=timeout)
+        )
+        try:
+            await asyncio.wait((publish, denial), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            publish.cancel()
+            raise
+        finally:
+            self.log.unwatch_denial(subj, denial)
+        if not publish.done():
+            publish.cancel()
+            raise self.log.denied(subj)
+        return publish.result()
 
     async def append_many(
         self, events: Iterable[Event], *, window: int = 4000, timeout: float = 30.0
@@ -132,6 +180,8 @@ class EventStore:
                 encoded, seqs, errors, window=window, timeout=timeout
             )
         except (bulk.Unavailable, bulk.Interrupted) as exc:
+            if (subject := denied_subject(str(exc))) is not None:
+                raise self.log.denied(subject) from None
             log.warning("bulk append: lean connection unusable (%s); %d of %d events go over "
                         "nats-py", exc, seqs.count(0), len(seqs))
             await self._publish_pipelined(encoded, seqs, errors, window, timeout)

@@ -14,6 +14,8 @@ from hypothesis import settings
 from streams.config import NatsSettings
 from streams.server import EmbeddedServer, free_port
 
+pytest_plugins = ["tests.cluster"]  # the nats_cluster fixture (3 servers, permissions on)
+
 settings.register_profile("repeatable", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from engine.devices import DEVICE_PATTERN, DeviceUnavailable, machine, plan_sizes, resolve_device
 from engine.games import get_game
 from engine.selfplay import check_playout_cap
 from engine.settings import NetworkConfig, TrainConfig
@@ -45,6 +46,11 @@ Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Seed = Annotated[int, msgspec.Meta(ge=0)]  # numpy seeds are non-negative
 RunName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")]  # a subject token
+# "auto": sized for the machine that reads the config (engine.devices.plan_sizes); a loaded
+# LoopConfig holds the number (resolved in LoopConfig.__post_init__)
+AutoCount = Count | Literal["auto"]
+AutoPositive = Positive | Literal["auto"]
+Device = Annotated[str, msgspec.Meta(pattern=DEVICE_PATTERN)]  # auto | cpu | cuda | cuda:N
 
 _STRICT = dict(frozen=True, kw_only=True, forbid_unknown_fields=True)
 
@@ -92,9 +98,12 @@ DEFAULT_CURRICULUM = (
 
 
 class SelfplaySection(msgspec.Struct, **_STRICT):
-    workers: Count = 2
-    games_in_flight: Positive = 64
-    torch_threads: Positive = 1
+    workers: AutoCount = "auto"
+    games_in_flight: Positive = 64  # per process on the CPU
+    gpu_games_in_flight: Positive = 1024  # per process on a GPU (a batch the GPU is busy with)
+    torch_threads: AutoPositive = "auto"
+    device: Device = "auto"  # auto: CUDA when torch sees a GPU, else the CPU
+    half_precision: bool = False  # float16 inference on CUDA
     # worker i of the run's n-th start plays from the seed [seed, i, n, restarts so far]: two
     # runs with one seed play the same games; a restarted worker does not replay its games
     seed: Seed = 0
@@ -114,7 +123,8 @@ class TrainingSection(msgspec.Struct, **_STRICT):
     window_positions: Positive = 80_000  # fixed: the window; power: its lower bound
     window_exponent: Fraction = 0.75  # power: window = window_positions * (total/window_positions)^e
     max_samples_per_position: Annotated[float, msgspec.Meta(gt=0)] = 8.0  # samples per new position
-    torch_threads: Positive = 1  # 2 threads on 2 busy cores spin-wait: ~1.8x the CPU per step
+    torch_threads: AutoPositive = "auto"  # 2 threads on 2 busy cores spin-wait: ~1.8x the CPU per step
+    device: Device = "auto"
     train: TrainConfig = TrainConfig(search_value_weight=0.5)  # value target: half outcome, half search
     seed: Seed = 0
     check_every_steps: Positive = 50  # halt, stop and the lease are checked between such chunks
@@ -123,8 +133,10 @@ class TrainingSection(msgspec.Struct, **_STRICT):
 class EvaluationSection(msgspec.Struct, **_STRICT):
     """Match-playing processes; their search per move is the promotion config's ``simulations``."""
 
-    workers: Count = 1
-    torch_threads: Positive = 1
+    workers: AutoCount = "auto"
+    torch_threads: AutoPositive = "auto"
+    device: Device = "auto"
+    half_precision: bool = False  # float16 inference on CUDA
     # match units a worker fetches and plays together (one batched search per model)
     units_per_batch: Annotated[int, msgspec.Meta(ge=1)] = 16
 
@@ -174,6 +186,45 @@ class LoopConfig(msgspec.Struct, **_STRICT):
             raise ValueError("curriculum needs at least one stage")
         if self.curriculum[-1].until_generation is not None:
             raise ValueError("the last curriculum stage must have until_generation: null")
+        self._resolve_sizes()
+
+    def _resolve_sizes(self) -> None:
+        """Every ``auto`` size becomes this machine's number (``engine.devices.plan_sizes``)."""
+        autos = {
+            ("selfplay", "workers"): "selfplay_workers", ("selfplay", "torch_threads"): "selfplay_threads",
+            ("evaluation", "workers"): "evaluation_workers",
+            ("evaluation", "torch_threads"): "evaluation_threads",
+            ("training", "torch_threads"): "training_threads",
+        }
+        if not any(getattr(getattr(self, sec), f) == "auto" for sec, f in autos):
+            return
+        sizes = plan_sizes(*machine())
+        for section in ("selfplay", "evaluation", "training"):
+            current = getattr(self, section)
+            chosen = {f: getattr(sizes, k) for (sec, f), k in autos.items()
+                      if sec == section and getattr(current, f) == "auto"}
+            if chosen:
+                msgspec.structs.force_setattr(self, section, msgspec.structs.replace(current, **chosen))
+
+
+def resolved_settings(config: LoopConfig, *, cuda_count: int | None = None) -> dict[str, Any]:
+    """The sizes and devices this machine gives ``config``, as ``loop.started`` records them
+    (``ConfigError`` naming the field when a device setting cannot be honoured here)."""
+    cores, gpus = machine()
+    devices = {}
+    for section in ("selfplay", "evaluation", "training"):
+        spec = getattr(config, section).device
+        try:
+            devices[f"{section}.device"] = resolve_device(spec, cuda_count=cuda_count)
+        except DeviceUnavailable as exc:
+            raise ConfigError(f"{section}.device: {exc}") from None
+    return {
+        "cores": cores, "gpus": gpus,
+        "selfplay.workers": config.selfplay.workers, "selfplay.torch_threads": config.selfplay.torch_threads,
+        "evaluation.workers": config.evaluation.workers,
+        "evaluation.torch_threads": config.evaluation.torch_threads,
+        "training.torch_threads": config.training.torch_threads, **devices,
+    }
 
 
 def load_loop_config(
@@ -212,9 +263,11 @@ class ConfigInForce(msgspec.Struct, frozen=True, kw_only=True):
     time: float = 0.0
 
     def started_fields(self) -> dict[str, Any]:
-        """The fields of ``loop.started`` that record this config."""
+        """The fields of ``loop.started`` that record this config (its sizes and devices as
+        this machine resolves them in ``resolved``)."""
         return dict(
             config=msgspec.to_builtins(self.loop), promotion=msgspec.to_builtins(self.promotion),
+            resolved=resolved_settings(self.loop),
             config_path=self.loop_path, config_sha256=self.loop_sha256,
             promotion_path=self.promotion_path, promotion_sha256=self.promotion_sha256,
         )

@@ -51,7 +51,8 @@ NATS_ENV = "JETZERO_NATS"  # how a child reaches the server: NatsSettings as JSO
 
 def process_names(config: LoopConfig) -> list[tuple[str, int]]:
     """Every child process of the loop: ``(service name, index)``."""
-    counts = {"selfplay": config.selfplay.workers, "evalworker": config.evaluation.workers}
+    # a loaded config holds numbers: "auto" was resolved when it was decoded
+    counts = {"selfplay": int(config.selfplay.workers), "evalworker": int(config.evaluation.workers)}
     return [(name, i) for name in SERVICES for i in range(counts.get(name, 1))]
 
 

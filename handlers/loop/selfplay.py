@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 
 from engine.checkpoint import load_checkpoint
+from engine.devices import games_in_flight_for, resolve_device
 from engine.games import get_game
 from engine.network import NetworkEvaluator, set_torch_threads
 from engine.selfplay import GameRecord, SelfplayDriver
@@ -77,9 +78,15 @@ def game_rng(seed: int, index: int, status: LoopStatus) -> np.random.Generator:
 async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Totals:
     """Play until stopped (or ``max_games`` published); returns the totals."""
     set_torch_threads(config.selfplay.torch_threads)
+    device = resolve_device(config.selfplay.device)
     game = get_game(config.game.name, **config.game.params)
     index = int(ctx.extra.get("index", 0))
     worker = ctx.extra.get("node") or f"{socket.gethostname()}-selfplay-{index}"
+    in_flight = games_in_flight_for(device, config.selfplay.games_in_flight,
+                                    config.selfplay.gpu_games_in_flight)
+    log.info("selfplay %s: device %s%s, %d games in flight, %d torch thread(s)", worker, device,
+             " (float16)" if config.selfplay.half_precision and device != "cpu" else "", in_flight,
+             config.selfplay.torch_threads)
     registry = ProjectionRunner(ctx.store, ModelRegistryProjection(), ctx.run)
     # no snapshot: one taken under other stages would hold another stage index
     curriculum = ProjectionRunner(ctx.store, build_projection("curriculum", config), ctx.run,
@@ -87,6 +94,8 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
     await registry.follow()
     await curriculum.follow()
     rng = game_rng(config.selfplay.seed, index, ctx.status.state)
+    # a node agent names the model to play (one it verified): handlers.cluster.agent
+    chosen = ctx.extra.get("champion") or (lambda: registry.state.champion)
     totals = Totals(started=time.monotonic())
     last_beat = 0.0
     try:
@@ -94,7 +103,7 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
             await create_initial_model(ctx.store, ctx.run, config, registry)
         await registry.wait_for(lambda s: s.champion is not None, timeout=60)
         while not ctx.stop.is_set() and (max_games is None or totals.games < max_games):
-            champion = registry.state.champion
+            champion = chosen()
             assert champion is not None  # waited for above; a rollback never removes it
             if ctx.halted:  # paused: say so at every health interval, start nothing
                 await _beat(ctx, worker, champion.model_id, totals, paused=True)
@@ -115,14 +124,15 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
             await curriculum.wait_for(lambda s: curriculum.position >= registry.position, timeout=30)
             stage_index = curriculum.state.stage_index
             stage = config.curriculum[stage_index]
-            settings = selfplay_settings_for(stage, config)
+            settings = msgspec.structs.replace(selfplay_settings_for(stage, config),
+                                               games_in_flight=in_flight)
             search = msgspec.to_builtins(settings.search)
             if settings.capped:  # the playout cap is part of how the game was searched
                 search.update(full_search_fraction=settings.full_search_fraction,
                               fast_simulations=settings.fast_simulations)
             budget = None if max_games is None else max_games - totals.games
-            driver = SelfplayDriver(game, NetworkEvaluator(net, device="cpu"), settings, rng,
-                                    n_games=budget)
+            evaluator = NetworkEvaluator(net, device=device, half=config.selfplay.half_precision)
+            driver = SelfplayDriver(game, evaluator, settings, rng, n_games=budget)
             log.info("selfplay %s: champion %s (generation %d), stage %s",
                      worker, champion.model_id, champion.generation, stage.name)
             draining = False
@@ -142,7 +152,7 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
                     last_beat = time.monotonic()
                 if ctx.halted or ctx.stop.is_set():
                     break  # abandon the games in flight: no partial game is ever published
-                changed = (registry.state.champion != champion
+                changed = (chosen() != champion
                            or curriculum.state.stage_index != stage_index)
                 if changed and not draining:
                     # finish the games in flight with this champion, start no new one

@@ -34,10 +34,11 @@ import msgspec
 import numpy as np
 
 from engine.checkpoint import CheckpointMeta, load_checkpoint, make_meta, save_checkpoint
+from engine.devices import resolve_device
 from engine.errors import CheckpointError, TrainingDiverged
 from engine.games import get_game
 from engine.games.base import Game
-from engine.network import PolicyValueNet, set_torch_threads
+from engine.network import PolicyValueNet, set_process_device, set_torch_threads
 from engine.samples import InvalidSamples, Samples
 from engine.train import TrainReport, TrainSession
 from handlers.loop.checkpoints import create_initial_model, publish_checkpoint
@@ -405,6 +406,9 @@ class Trainer:
 async def serve(ctx, config: LoopConfig) -> None:
     """The trainer service: one active per run (lease); paused while the loop is halted."""
     set_torch_threads(config.training.torch_threads)
+    device = resolve_device(config.training.device)
+    set_process_device(device)  # TrainSession trains there
+    log.info("trainer: device %s, %d torch thread(s)", device, config.training.torch_threads)
     trainer = Trainer(
         ctx.store, ctx.run, config, stop=ctx.stop, halted=lambda: ctx.halted, node=ctx.extra.get("node", "")
     )

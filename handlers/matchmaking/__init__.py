@@ -1,4 +1,5 @@
 """Matchmaking: a WebSocket server where humans play the trained AIs and each other — protocol,
 games rebuilt from their events, pools, difficulty levels, Glicko-2 ratings, the browser page."""
 
-__all__ = []  # type: ignore[var-annotated]  # each module adds its name here
+__all__ = ["ai", "ai_worker", "calibrate", "config", "games", "http_files", "levels", "pools", "protocol",
+           "server", "service", "tokens", "views"]  # each module adds its name here

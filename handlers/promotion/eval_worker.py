@@ -42,10 +42,11 @@ import numpy as np
 
 from engine.arena import PairResult, random_opening
 from engine.batched_arena import BatchedGames, GameJob, pair_jobs, pair_result
+from engine.devices import resolve_device
 from engine.errors import IllegalMove
 from engine.games import get_game
 from engine.games.base import Game
-from engine.network import set_torch_threads
+from engine.network import set_process_device, set_torch_threads
 from handlers.loop.config import LoopConfig
 from handlers.promotion.config import PromotionConfig
 from handlers.promotion.evaluator_service import MATCH_PLAYERS, match_work_consumer
@@ -434,6 +435,9 @@ async def serve(ctx, config: LoopConfig, *, promotion: PromotionConfig) -> None:
     """The evaluation worker service: plays match units until stopped; idle while halted.
     ``promotion`` is the config in force (``simulations``: a model player's default search)."""
     set_torch_threads(config.evaluation.torch_threads)
+    device = resolve_device(config.evaluation.device)
+    set_process_device(device, half=config.evaluation.half_precision)  # the players' nets
+    log.info("evaluation worker: device %s, %d torch thread(s)", device, config.evaluation.torch_threads)
     index = int(ctx.extra.get("index", 0))
     node = ctx.extra.get("node") or f"{socket.gethostname()}-{HANDLER}-{index}"
     worker = EvalWorker(ctx.store, ctx.run, config, stop=ctx.stop, halted=lambda: ctx.halted, node=node,

@@ -39,6 +39,7 @@ from streams import names
 from streams.connection import Log
 from streams.consumer import DurableConsumer
 from streams.envelope import Event
+from streams.fencing import refusal, stale_fence
 from streams.store import EventStore
 
 __all__ = [
@@ -80,6 +81,8 @@ class Evaluator:
         game: str,
         openings: Sequence[Sequence[int]],
     ):
+        self.store = store
+        self.run = run
         self.config = config
         self.game = game
         self.openings = [tuple(o) for o in openings]
@@ -93,6 +96,8 @@ class Evaluator:
     async def react(self, event: Event, seq: int) -> list[Event]:
         if not isinstance(event, _REACTS_TO):
             return []
+        if current := await stale_fence(self.store, self.run, event, seq):  # a lost holder's
+            return [refusal(event, current, by=HANDLER)]
         await self.refresh()
         return evaluator.decide(
             self.registry.state, self.matches.state, event, self.config,

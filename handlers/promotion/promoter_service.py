@@ -26,6 +26,7 @@ from projections.runner import ProjectionRunner
 from streams import events as ev
 from streams import names
 from streams.envelope import Event
+from streams.fencing import refusal, stale_fence
 from streams.store import EventStore
 
 __all__ = ["HANDLER", "Promoter", "build_promoter", "serve"]
@@ -35,6 +36,8 @@ HANDLER = "promoter"
 
 class Promoter:
     def __init__(self, store: EventStore, run: str, config: PromotionConfig):
+        self.store = store
+        self.run = run
         self.config = config
         self.registry = ProjectionRunner(store, ModelRegistryProjection(), run)
         self.matches = ProjectionRunner(store, MatchesProjection(), run)
@@ -47,6 +50,8 @@ class Promoter:
     async def react(self, event: Event, seq: int) -> list[Event | Emit]:
         if not isinstance(event, ev.MatchCompleted):
             return []
+        if current := await stale_fence(self.store, self.run, event, seq):  # a lost evaluator's
+            return [refusal(event, current, by=HANDLER)]
         await self.refresh()
         return promoter.decide(self.registry.state, self.matches.state, event, self.config)
 

@@ -26,7 +26,8 @@ def test_stop_when_running_is_accepted_with_its_effect():
 def test_only_the_commands_something_sends_exist():
     # start launches the supervisor and halt is a direct append: neither is a command
     assert {t.__struct_config__.tag for t in typing.get_args(cmd.AnyCommand)} == {
-        "command.stop", "command.resume", "command.promote", "command.rollback"}
+        "command.stop", "command.resume", "command.promote", "command.rollback",
+        "command.node_resync"}  # jetzero cluster heal
 
 
 def _halts(*events: ev.Event) -> LoopStatus:

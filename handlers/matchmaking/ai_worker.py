@@ -1,0 +1,74 @@
+"""The AI worker process: loads nets, answers batches of move requests (``levels.choose_moves``).
+
+Runs inside a ``ProcessPoolExecutor`` (spawned, so no torch or asyncio state is forked) that
+``handlers.matchmaking.ai`` owns. A net is named by ``NetSource``: a checkpoint file the
+parent process fetched from the object store and verified against the registry's digest
+(``load_checkpoint`` checks it again against its own meta and the game), or, with no file,
+the untrained initial network of the game (engine defaults, seed 0). Loaded nets are kept
+per process, the most recent few.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import msgspec
+
+from engine.checkpoint import load_checkpoint_file
+from engine.games import get_game
+from engine.network import NetworkEvaluator, set_torch_threads
+from handlers.matchmaking.levels import Batch, MoveRequest, choose_moves, initial_network
+
+__all__ = ["BatchJob", "NetSource", "answer", "initialise"]
+
+_KEEP = 4
+_evaluators: OrderedDict[tuple[str, str], NetworkEvaluator] = OrderedDict()
+
+
+class NetSource(msgspec.Struct, frozen=True, kw_only=True):
+    """Which net plays: ``path`` a verified checkpoint file; empty: the initial network."""
+
+    game: str
+    model_id: str
+    path: str = ""
+
+
+class BatchJob(msgspec.Struct, frozen=True, kw_only=True):
+    net: NetSource
+    requests: list[MoveRequest]
+    max_think_ms: int
+
+
+def initialise(threads: int, nice: int = 0) -> None:
+    """The worker's entry point: torch's thread count, and its priority below the server's
+    (searches are throughput work; the server's event loop is latency work)."""
+    set_torch_threads(threads)
+    if nice:
+        os.nice(nice)
+
+
+def _evaluator(source: NetSource) -> NetworkEvaluator:
+    key = (source.game, source.model_id)
+    evaluator = _evaluators.get(key)
+    if evaluator is not None:
+        _evaluators.move_to_end(key)
+        return evaluator
+    game = get_game(source.game)
+    if source.path:
+        net, _ = load_checkpoint_file(source.path, game)
+    else:
+        net = initial_network(game)
+    evaluator = _evaluators[key] = NetworkEvaluator(net)
+    while len(_evaluators) > _KEEP:
+        _evaluators.popitem(last=False)
+    return evaluator
+
+
+def answer(job: bytes) -> bytes:
+    """One batch (msgspec bytes of a ``BatchJob``) → msgspec bytes of its ``Batch``."""
+    batch_job = msgspec.msgpack.decode(job, type=BatchJob)
+    game = get_game(batch_job.net.game)
+    batch: Batch = choose_moves(game, _evaluator(batch_job.net), batch_job.requests,
+                                max_think_ms=batch_job.max_think_ms)
+    return msgspec.msgpack.encode(batch)

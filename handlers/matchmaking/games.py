@@ -1,0 +1,198 @@
+"""Server-authoritative game state, pure: a versioned ``Room`` and the changes a player may make.
+
+Every function takes a room and returns the next room (its ``version`` one more) or a
+``Refusal`` (a protocol error code and one line naming the problem) leaving the room as it was.
+The rules are the engine's (``engine.games``); the board is drawn from the moves. Seats: 0 moves
+first. Results: ``0`` / ``1`` (the winning seat) or ``"draw"``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Literal
+
+import msgspec
+
+from engine.errors import IllegalMove
+from engine.games import Game, get_game
+
+__all__ = [
+    "Refusal",
+    "Room",
+    "Seat",
+    "accept_draw",
+    "board",
+    "claim",
+    "finish",
+    "legal",
+    "new_room",
+    "offer_draw",
+    "play",
+    "replay",
+    "resign",
+    "set_absent",
+    "to_move",
+]
+
+Result = int | str | None
+
+
+class Seat(msgspec.Struct, frozen=True, kw_only=True):
+    """Who sits in a seat: a human player id, or an AI level (``id`` ``ai-<level>``)."""
+
+    id: str
+    name: str
+    kind: Literal["human", "ai"]
+    level: int | None = None
+
+
+class Room(msgspec.Struct, frozen=True, kw_only=True):
+    game_id: str
+    game: str
+    seats: tuple[Seat, Seat]
+    moves: tuple[int, ...] = ()
+    version: int = 0
+    status: Literal["playing", "over"] = "playing"
+    result: Result = None
+    reason: str = ""
+    draw_offer: int | None = None
+    abandoned: int | None = None  # the seat whose abandonment timer runs
+    abandon_deadline: float | None = None  # when the opponent may claim the win
+    rated: bool = True
+
+
+class Refusal(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+
+
+@cache
+def engine_game(name: str) -> Game:
+    return get_game(name)
+
+
+def new_room(game_id: str, game: str, seats: tuple[Seat, Seat], *, rated: bool = True) -> Room:
+    engine_game(game)  # UnknownGame for a name the engine does not know
+    return Room(game_id=game_id, game=game, seats=seats, rated=rated)
+
+
+def _state(room: Room):
+    return engine_game(room.game).from_moves(room.moves)
+
+
+def to_move(room: Room) -> int | None:
+    return None if room.status == "over" else len(room.moves) % 2
+
+
+def legal(room: Room) -> list[int]:
+    return [] if room.status == "over" else _state(room).legal_moves()
+
+
+def board(room: Room) -> list[list[int]]:
+    """Rows from the top; 0 empty, 1 the first seat's stone, 2 the second's."""
+    if room.game == "tictactoe":
+        cells = [0] * 9
+        for ply, move in enumerate(room.moves):
+            cells[move] = 1 + ply % 2
+        return [cells[r * 3:r * 3 + 3] for r in range(3)]
+    game = engine_game(room.game)
+    width, height = game.width, game.height  # type: ignore[attr-defined]
+    grid = [[0] * width for _ in range(height)]
+    filled = [0] * width
+    for ply, column in enumerate(room.moves):
+        grid[height - 1 - filled[column]][column] = 1 + ply % 2
+        filled[column] += 1
+    return grid
+
+
+def _next(room: Room, **changes) -> Room:
+    return msgspec.structs.replace(room, version=room.version + 1, **changes)
+
+
+def _playing(room: Room) -> Refusal | None:
+    if room.status == "over":
+        return Refusal(code="game_over", message=f"game {room.game_id} is over ({room.reason})")
+    return None
+
+
+def play(room: Room, seat: int, move: int, version: int | None = None) -> Room | Refusal:
+    """``seat`` plays ``move`` (at the state ``version`` it saw, when given)."""
+    if (refused := _playing(room)) is not None:
+        return refused
+    if seat != to_move(room):
+        return Refusal(code="not_your_turn", message=f"it is seat {to_move(room)}'s move, not seat {seat}'s")
+    if version is not None and version != room.version:
+        return Refusal(code="stale_version",
+                       message=f"move made at version {version}; the game is at version {room.version}")
+    try:
+        after = _state(room).play(move)
+    except IllegalMove as exc:
+        return Refusal(code="illegal_move", message=str(exc))
+    moves = (*room.moves, move)
+    draw_offer = None if room.draw_offer is not None and room.draw_offer != seat else room.draw_offer
+    if after.is_terminal():
+        outcome = after.outcome()
+        result: Result = "draw" if outcome == 0 else (0 if outcome == 1 else 1)
+        return _next(room, moves=moves, status="over", result=result,
+                     reason="draw" if result == "draw" else "win", draw_offer=None, abandoned=None,
+                     abandon_deadline=None)
+    return _next(room, moves=moves, draw_offer=draw_offer)
+
+
+def finish(room: Room, result: Result, reason: str) -> Room:
+    return _next(room, status="over", result=result, reason=reason, draw_offer=None, abandoned=None,
+                 abandon_deadline=None)
+
+
+def resign(room: Room, seat: int) -> Room | Refusal:
+    if (refused := _playing(room)) is not None:
+        return refused
+    return finish(room, 1 - seat, "resign")
+
+
+def offer_draw(room: Room, seat: int) -> Room | Refusal:
+    if (refused := _playing(room)) is not None:
+        return refused
+    if room.draw_offer == seat:
+        return Refusal(code="not_allowed", message="your draw offer already stands")
+    if room.draw_offer == 1 - seat:
+        return accept_draw(room, seat)
+    return _next(room, draw_offer=seat)
+
+
+def accept_draw(room: Room, seat: int) -> Room | Refusal:
+    if (refused := _playing(room)) is not None:
+        return refused
+    if room.draw_offer != 1 - seat:
+        return Refusal(code="not_allowed", message="there is no draw offer from your opponent to accept")
+    return finish(room, "draw", "agreement")
+
+
+def set_absent(room: Room, seat: int | None, deadline: float | None) -> Room:
+    """Start (``seat``, ``deadline``) or stop (None) the abandonment timer."""
+    if room.status == "over" or (room.abandoned == seat and room.abandon_deadline == deadline):
+        return room
+    return _next(room, abandoned=seat, abandon_deadline=None if seat is None else deadline)
+
+
+def claim(room: Room, seat: int, now: float) -> Room | Refusal:
+    """``seat`` claims the win: only once the opponent's abandonment timer has run out."""
+    if (refused := _playing(room)) is not None:
+        return refused
+    if room.abandoned != 1 - seat or room.abandon_deadline is None:
+        return Refusal(code="not_allowed", message="your opponent has not left the game")
+    if now < room.abandon_deadline:
+        return Refusal(code="not_allowed",
+                       message=f"your opponent may still come back: claim in "
+                               f"{room.abandon_deadline - now:.0f} s")
+    return finish(room, seat, "abandoned")
+
+
+def replay(room: Room, moves: tuple[int, ...] | list[int]) -> Room:
+    """``room`` after ``moves`` (as recorded: each legal, in turn); IllegalMove on a bad record."""
+    for move in moves:
+        after = play(room, len(room.moves) % 2, int(move))
+        if isinstance(after, Refusal):
+            raise IllegalMove(f"game {room.game_id}: recorded move {move}: {after.message}")
+        room = after
+    return room

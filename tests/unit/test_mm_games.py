@@ -1,0 +1,85 @@
+"""Server-authoritative games: versioned, pure; a refused change leaves the game as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import IllegalMove
+from handlers.matchmaking import games as g
+
+SEATS = (g.Seat(id="h-a", name="a", kind="human"), g.Seat(id="h-b", name="b", kind="human"))
+
+
+def room(game="tictactoe", moves=()):
+    return g.replay(g.new_room("g1", game, SEATS), moves)
+
+
+def test_moves_bump_the_version_and_draw_the_board():
+    r = room()
+    r1 = g.play(r, 0, 4, version=0)
+    assert isinstance(r1, g.Room) and r1.version == 1 and r1.moves == (4,) and r.moves == ()
+    r2 = g.play(r1, 1, 0, version=1)
+    assert g.board(r2) == [[2, 0, 0], [0, 1, 0], [0, 0, 0]]
+    assert g.to_move(r2) == 0 and 4 not in g.legal(r2) and len(g.legal(r2)) == 7
+    c4 = room("connect4", (3, 3, 4))
+    assert g.board(c4)[-1] == [0, 0, 0, 1, 1, 0, 0] and g.board(c4)[-2] == [0, 0, 0, 2, 0, 0, 0]
+
+
+@pytest.mark.parametrize("seat, move, version, code", [
+    (1, 4, 0, "not_your_turn"),
+    (0, 9, 0, "illegal_move"),
+    (0, 4, 3, "stale_version"),
+])
+def test_refusals_leave_the_game_intact(seat, move, version, code):
+    r = room()
+    refused = g.play(r, seat, move, version)
+    assert isinstance(refused, g.Refusal) and refused.code == code and refused.message
+    assert r == room()
+
+
+def test_an_occupied_cell_is_illegal():
+    refused = g.play(room(moves=(4,)), 1, 4, 1)
+    assert isinstance(refused, g.Refusal) and refused.code == "illegal_move"
+
+
+def test_a_win_ends_the_game_and_later_moves_are_refused():
+    r = room(moves=(0, 3, 1, 4))
+    over = g.play(r, 0, 2)
+    assert isinstance(over, g.Room) and (over.status, over.result, over.reason) == ("over", 0, "win")
+    assert g.to_move(over) is None and g.legal(over) == []
+    for change in (g.play(over, 1, 5), g.resign(over, 1), g.offer_draw(over, 0), g.claim(over, 0, 1e12)):
+        assert isinstance(change, g.Refusal) and change.code == "game_over"
+
+
+def test_a_full_board_is_a_draw():
+    over = room(moves=(0, 1, 2, 4, 3, 5, 7, 6, 8))
+    assert (over.status, over.result, over.reason) == ("over", "draw", "draw")
+
+
+def test_resign_and_draw_by_agreement():
+    assert g.resign(room(), 0).result == 1  # type: ignore[union-attr]
+    offered = g.offer_draw(room(), 0)
+    assert isinstance(offered, g.Room) and offered.draw_offer == 0
+    assert isinstance(g.accept_draw(offered, 0), g.Refusal)  # one's own offer
+    assert isinstance(g.accept_draw(room(), 1), g.Refusal)  # no offer
+    agreed = g.accept_draw(offered, 1)
+    assert isinstance(agreed, g.Room) and (agreed.result, agreed.reason) == ("draw", "agreement")
+    declined = g.play(offered, 0, 4)  # moving keeps one's own offer
+    assert declined.draw_offer == 0  # type: ignore[union-attr]
+    assert g.play(declined, 1, 0).draw_offer is None  # type: ignore[union-attr]  # the answer declines it
+
+
+def test_claim_only_after_the_opponents_timer_ran_out():
+    r = g.set_absent(room(), 1, deadline=100.0)
+    assert r.abandoned == 1 and r.version == 1
+    assert g.claim(r, 1, 200.0).code == "not_allowed"  # type: ignore[union-attr]  # not one's own
+    assert g.claim(r, 0, 99.0).code == "not_allowed"  # type: ignore[union-attr]
+    won = g.claim(r, 0, 100.0)
+    assert isinstance(won, g.Room) and (won.result, won.reason) == (0, "abandoned")
+    assert g.claim(room(), 0, 1e12).code == "not_allowed"  # type: ignore[union-attr]
+    assert g.set_absent(r, 1, 100.0) is r and g.set_absent(r, None, None).abandoned is None
+
+
+def test_replay_refuses_a_bad_record():
+    with pytest.raises(IllegalMove):
+        room(moves=(4, 4))
