@@ -163,7 +163,9 @@ P2P_GAME_AGGREGATE_PREFIX = "p2p-game-"
 
 def p2p_game_aggregate(game_id: str) -> str:
     """The aggregate of one matchmaking game's events (started, moves, finished)."""
-    return f"{P2P_GAME_AGGREGATE_PREFIX}{token(game_id)}"
+    return f"{P2P_GAME_AGGREGATE_PREFIX}{game_id}"  # made a token where a subject is built
+
+
 
 P2P_LEVELS_AGGREGATE = "p2p-levels"  # the AI levels' calibrations (``p2p.levels_calibrated``)
 
