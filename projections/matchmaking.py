@@ -40,6 +40,9 @@ class LiveGame(msgspec.Struct, frozen=True, kw_only=True):
     started: float = 0.0
     rated: bool = True
     exhibition: bool = False
+    clock_initial_ms: int = 0  # the time control (0: no clocks)
+    clock_increment_ms: int = 0
+    clocks: tuple[int, ...] = ()  # ms left per seat as recorded after the last move
 
 
 class PlayerRating(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,7 +141,8 @@ class MatchmakingProjection(BaseProjection[MatchmakingState]):
         if state.game(event.game_id) is not None:
             return state
         live = LiveGame(game_id=event.game_id, game=event.game, seats=tuple(event.seats),
-                        started=event.time, rated=event.rated, exhibition=event.exhibition)
+                        started=event.time, rated=event.rated, exhibition=event.exhibition,
+                        clock_initial_ms=event.clock_initial_ms, clock_increment_ms=event.clock_increment_ms)
         names = state.names
         for seat in event.seats:
             if seat.kind == "human" and seat.name:
@@ -150,7 +154,8 @@ class MatchmakingProjection(BaseProjection[MatchmakingState]):
         game = state.game(event.game_id)
         if game is None or event.ply != len(game.moves):  # a finished game, or a move already folded
             return state
-        moved = msgspec.structs.replace(game, moves=(*game.moves, event.move))
+        moved = msgspec.structs.replace(game, moves=(*game.moves, event.move),
+                                        clocks=tuple(event.clocks) or game.clocks)
         return msgspec.structs.replace(state, live=persistent.put(state.live, event.game_id, moved))
 
     def on_p2p_game_finished(self, state: MatchmakingState, event: mm.P2pGameFinished) -> MatchmakingState:

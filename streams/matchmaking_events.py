@@ -22,6 +22,7 @@ class P2pSeat(msgspec.Struct, frozen=True, kw_only=True):
     name: str = ""
     kind: str = "human"  # human | ai
     level: int | None = None
+    model: str = ""  # an AI playing a named registry model (an exhibition); "": the champion
 
 
 class P2pRatingChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +49,8 @@ class P2pGameStarted(_P2pGame, frozen=True, kw_only=True, tag="p2p.game_started"
     seats: list[P2pSeat]
     rated: bool = True
     exhibition: bool = False
+    clock_initial_ms: int = 0  # the time control; 0: no clocks
+    clock_increment_ms: int = 0
 
 
 class P2pMovePlayed(_P2pGame, frozen=True, kw_only=True, tag="p2p.move_played"):
@@ -56,6 +59,7 @@ class P2pMovePlayed(_P2pGame, frozen=True, kw_only=True, tag="p2p.move_played"):
     seat: int
     think_ms: float = 0.0  # an AI's thinking time
     model_id: str = ""  # the net an AI played
+    clocks: list[int] = []  # with clocks: ms left per seat after the move (increment included)
 
 
 class P2pGameFinished(_P2pGame, frozen=True, kw_only=True, tag="p2p.game_finished"):

@@ -16,7 +16,9 @@ against the registry's digest by ``streams.objects.get_object``, the same path a
 followed as it changes: the next move after a promotion or rollback is the new champion's.
 A game with no champion in the run (no loop started yet, or a champion of another game) is
 played by the untrained initial network of that game (engine defaults, seed 0), model id
-``initial-<game>``; nothing is published for it.
+``initial-<game>``; nothing is published for it. ``choose_move(..., model_id=...)`` plays a
+named model of the registry instead (an exhibition between models), in lanes of its own;
+``model_problem`` says why a model id cannot play a game.
 """
 
 from __future__ import annotations
@@ -128,13 +130,15 @@ class _Pending(msgspec.Struct, kw_only=True):
 
 
 class _Lane:
-    """The queue of one (game, kind); sends batches to its pool."""
+    """The queue of one (game, kind, model); sends batches to its pool. ``model_id`` empty: the
+    champion, followed as it changes."""
 
     def __init__(self, owner: AiPlayers, game: str, pool: ProcessPoolExecutor, stats: LaneStats,
-                 wait_ms: float):
+                 wait_ms: float, model_id: str = ""):
         self.owner = owner
         self.wait_s = wait_ms / 1000.0
         self.game = game
+        self.model_id = model_id
         self.pool = pool
         self.stats = stats
         self.pending: list[_Pending] = []
@@ -159,7 +163,7 @@ class _Lane:
 
     async def _send(self, batch: list[_Pending]) -> None:
         try:
-            source = await self.owner.net_source(self.game)
+            source = await self.owner.net_source(self.game, self.model_id)
             now = time.monotonic()
             requests = [msgspec.structs.replace(p.request, waited_ms=1000.0 * (now - p.since)) for p in batch]
             job = BatchJob(net=source, requests=requests,
@@ -214,8 +218,9 @@ class AiPlayers:
                                       initargs=(settings.threads, nice[kind]))
             for kind in ("raw_policy", "search")
         }
-        self._lanes: dict[tuple[str, str], _Lane] = {}
+        self._lanes: dict[tuple[str, str, str], _Lane] = {}
         self._sources: dict[str, NetSource] = {}
+        self._named: dict[str, NetSource] = {}  # model id -> its net (exhibitions between models)
         self._loading = asyncio.Lock()
 
     @classmethod
@@ -269,19 +274,21 @@ class AiPlayers:
             self.choose_move(game, [], max(self.levels), game_id="warm-up"),
         )
 
-    async def choose_move(self, game: str, moves: list[int], level: int, *, game_id: str = "") -> AiMove:
+    async def choose_move(self, game: str, moves: list[int], level: int, *, game_id: str = "",
+                          model_id: str = "") -> AiMove:
         """The move of ``level`` in ``game`` after ``moves`` (legal, not over). ``game`` is a
-        game name (connect4, tictactoe); ``game_id`` seeds the move (a game replays)."""
+        game name (connect4, tictactoe); ``game_id`` seeds the move (a game replays);
+        ``model_id`` a registry model to play with instead of the champion."""
         settings = self.level(level)
         started = time.monotonic()
-        key = (game, settings.kind)
+        key = (game, settings.kind, model_id)
         lane = self._lanes.get(key)
         if lane is None:
             get_game(game)  # an unknown game name fails here, not in a worker
             stats = getattr(self.stats, settings.kind)
             ai = self.settings
             wait = ai.search_batch_wait_ms if settings.kind == "search" else ai.batch_wait_ms
-            lane = self._lanes[key] = _Lane(self, game, self._pools[settings.kind], stats, wait)
+            lane = self._lanes[key] = _Lane(self, game, self._pools[settings.kind], stats, wait, model_id)
         request = MoveRequest(moves=tuple(moves), level=settings, seed=move_seed(game_id or game, len(moves)))
         future: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         lane.pending.append(_Pending(request=request, future=future, since=started))
@@ -289,9 +296,26 @@ class AiPlayers:
         move, model_id = await future
         return AiMove(move=move, think_ms=1000.0 * (time.monotonic() - started), model_id=model_id)
 
-    async def net_source(self, game: str) -> NetSource:
-        """The net ``game`` is played by now: the champion when it is of this game, else the
-        initial network. A champion's bytes are fetched once, verified, written for the workers."""
+    def model_problem(self, game: str, model_id: str) -> str | None:
+        """Why ``model_id`` cannot play ``game`` (one line), or None: it can."""
+        if model_id == initial_model_id(game):
+            return None
+        state = self.registry.state if self.registry is not None else None
+        record = state.model(model_id) if state is not None else None
+        if record is None:
+            return f"no model {model_id!r} in this run's registry"
+        if record.game and record.game != game:
+            return f"model {model_id!r} plays {record.game}, not {game}"
+        if not record.object_name:
+            return f"model {model_id!r} has no published weights"
+        return None
+
+    async def net_source(self, game: str, model_id: str = "") -> NetSource:
+        """The net ``game`` is played by now: ``model_id`` when named, else the champion when it
+        is of this game, else the initial network. A model's bytes are fetched once, verified,
+        written for the workers."""
+        if model_id:
+            return await self._named_source(game, model_id)
         state = self.registry.state if self.registry is not None else None
         champion = state.champion if state is not None else None
         record = state.model(champion.model_id) if state is not None and champion is not None else None
@@ -317,4 +341,26 @@ class AiPlayers:
             await asyncio.to_thread(path.write_bytes, data)
             source = self._sources[game] = NetSource(game=game, model_id=record.model_id, path=str(path))
             log.info("AI levels of %s now play %s", game, record.model_id)
+            return source
+
+    async def _named_source(self, game: str, model_id: str) -> NetSource:
+        if model_id == initial_model_id(game):
+            return NetSource(game=game, model_id=model_id)
+        if (known := self._named.get(model_id)) is not None:
+            return known
+        if (problem := self.model_problem(game, model_id)) is not None:
+            raise AiUnavailable(problem)
+        async with self._loading:
+            if (known := self._named.get(model_id)) is not None:
+                return known
+            assert self.registry is not None and self.log is not None  # model_problem passed
+            record = self.registry.state.model(model_id)
+            assert record is not None
+            try:
+                data = await get_object(self.log, names.OBJ_MODELS, record.object_name, record.digest)
+            except StoreError as exc:
+                raise AiUnavailable(f"model {model_id!r}: {exc}") from None
+            path = self._workdir / f"{model_id}.ckpt"
+            await asyncio.to_thread(path.write_bytes, data)
+            source = self._named[model_id] = NetSource(game=game, model_id=model_id, path=str(path))
             return source

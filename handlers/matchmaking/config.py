@@ -5,7 +5,8 @@
 the field). The log the server writes to is the loop config's ``nats:`` and ``run:`` (their one
 home), as for every other command. The ``ai:`` section is ``handlers.matchmaking.ai.AiSettings``
 and the ``levels:`` table is ``handlers.matchmaking.levels.LevelSettings`` (rewritten by
-``jetzero p2p calibrate``). Every knob is commented in the shipped YAML.
+``jetzero p2p calibrate``). ``clock:`` (and ``game_clocks:`` per game) is the optional time
+control, absent by default: no clocks. Every knob is commented in the shipped YAML.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 import msgspec
 
 from handlers.matchmaking.ai import AiSettings
+from handlers.matchmaking.games import TimeControl, engine_game
 from handlers.matchmaking.levels import DEFAULT_LEVELS, LevelSettings, levels_by_number
 from streams.config import load_config
 
 __all__ = [
+    "ClockSettings",
     "DEFAULT_P2P_PATH",
     "P2PConfig",
     "PoolSettings",
@@ -94,15 +97,43 @@ class RatingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         _positive("ratings: tau, period_s, provisional_rd", self.tau, self.period_s, self.provisional_rd)
 
 
+class ClockSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A time control: ``initial_s`` per seat, ``increment_s`` added after each move."""
+
+    initial_s: float
+    increment_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive("clock: initial_s", self.initial_s)
+        if self.increment_s < 0:
+            raise ValueError(f"clock: increment_s must be >= 0, got {self.increment_s}")
+
+    def time_control(self) -> TimeControl:
+        return TimeControl(initial_ms=round(1000 * self.initial_s),
+                           increment_ms=round(1000 * self.increment_s))
+
+
 class P2PConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerSettings = ServerSettings()
     pools: PoolSettings = PoolSettings()
     ratings: RatingSettings = RatingSettings()
     ai: AiSettings = AiSettings()
     levels: list[LevelSettings] = msgspec.field(default_factory=lambda: list(DEFAULT_LEVELS))
+    clock: ClockSettings | None = None  # every game's time control; None: no clocks
+    game_clocks: dict[str, ClockSettings | None] = {}  # per game (connect4, ...), overriding `clock`
 
     def __post_init__(self) -> None:
         levels_by_number(self.levels)  # exactly 1-8, each once
+        for name in self.game_clocks:
+            try:
+                engine_game(name)
+            except ValueError as exc:  # UnknownGame
+                raise ValueError(f"game_clocks: {exc}") from None
+
+    def time_control(self, game: str) -> TimeControl | None:
+        """The clock of a new ``game``: its own, else the global one, else None (no clocks)."""
+        chosen = self.game_clocks[game] if game in self.game_clocks else self.clock
+        return None if chosen is None else chosen.time_control()
 
 
 def load_p2p_config(path: str | Path = DEFAULT_P2P_PATH,

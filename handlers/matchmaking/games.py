@@ -4,6 +4,12 @@ Every function takes a room and returns the next room (its ``version`` one more)
 ``Refusal`` (a protocol error code and one line naming the problem) leaving the room as it was.
 The rules are the engine's (``engine.games``); the board is drawn from the moves. Seats: 0 moves
 first. Results: ``0`` / ``1`` (the winning seat) or ``"draw"``.
+
+Clocks (optional, a ``TimeControl``): ``clocks`` is each seat's ms left as of ``turn_started``
+(seconds, the caller's clock), when the seat to move began its turn; only that seat's clock runs.
+A move charges the time since, then adds the increment. Time is always passed in (``now``): a
+seat whose clock has run out loses with reason ``timeout`` (``flag``), at its next move or when
+the server's timer (``flag_deadline``) calls.
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ __all__ = [
     "Seat",
     "accept_draw",
     "board",
+    "TimeControl",
     "claim",
+    "clock_left",
     "finish",
+    "flag",
+    "flag_deadline",
     "legal",
     "new_room",
     "offer_draw",
@@ -38,12 +48,14 @@ Result = int | str | None
 
 
 class Seat(msgspec.Struct, frozen=True, kw_only=True):
-    """Who sits in a seat: a human player id, or an AI level (``id`` ``ai-<level>``)."""
+    """Who sits in a seat: a human player id, or an AI level (``id`` ``ai-<level>``; with
+    ``model``, the model id)."""
 
     id: str
     name: str
     kind: Literal["human", "ai"]
     level: int | None = None
+    model: str = ""  # an AI playing a named registry model (an exhibition); "": the champion
 
 
 class Room(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,6 +71,16 @@ class Room(msgspec.Struct, frozen=True, kw_only=True):
     abandoned: int | None = None  # the seat whose abandonment timer runs
     abandon_deadline: float | None = None  # when the opponent may claim the win
     rated: bool = True
+    clocks: tuple[int, int] | None = None  # ms left per seat as of turn_started; None: no clocks
+    increment_ms: int = 0  # added to a seat's clock after each of its moves
+    turn_started: float = 0.0  # when the seat to move began its turn (seconds)
+
+
+class TimeControl(msgspec.Struct, frozen=True, kw_only=True):
+    """A game's clock: ``initial_ms`` per seat, ``increment_ms`` added after each move."""
+
+    initial_ms: int
+    increment_ms: int = 0
 
 
 class Refusal(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,9 +93,44 @@ def engine_game(name: str) -> Game:
     return get_game(name)
 
 
-def new_room(game_id: str, game: str, seats: tuple[Seat, Seat], *, rated: bool = True) -> Room:
+def new_room(game_id: str, game: str, seats: tuple[Seat, Seat], *, rated: bool = True,
+             clock: TimeControl | None = None, now: float = 0.0) -> Room:
+    """A new game; with ``clock``, seat 0's clock runs from ``now``."""
     engine_game(game)  # UnknownGame for a name the engine does not know
-    return Room(game_id=game_id, game=game, seats=seats, rated=rated)
+    if clock is None:
+        return Room(game_id=game_id, game=game, seats=seats, rated=rated)
+    return Room(game_id=game_id, game=game, seats=seats, rated=rated,
+                clocks=(clock.initial_ms, clock.initial_ms), increment_ms=clock.increment_ms,
+                turn_started=now)
+
+
+def clock_left(room: Room, now: float) -> list[int] | None:
+    """Each seat's ms left at ``now`` (the seat to move's clock running), or None: no clocks."""
+    if room.clocks is None:
+        return None
+    left = list(room.clocks)
+    seat = to_move(room)
+    if seat is not None:
+        left[seat] = max(0, left[seat] - int(1000.0 * max(0.0, now - room.turn_started)))
+    return left
+
+
+def flag_deadline(room: Room) -> float | None:
+    """When the seat to move runs out of time (the caller's clock), or None: no clock runs."""
+    seat = to_move(room)
+    if room.clocks is None or seat is None:
+        return None
+    return room.turn_started + room.clocks[seat] / 1000.0
+
+
+def flag(room: Room, now: float) -> Room | None:
+    """The game lost on time (reason ``timeout``) if the seat to move has run out at ``now``."""
+    deadline = flag_deadline(room)
+    if deadline is None or now < deadline:
+        return None
+    seat = to_move(room)
+    assert seat is not None
+    return finish(room, 1 - seat, "timeout", now)
 
 
 def _state(room: Room):
@@ -115,8 +172,10 @@ def _playing(room: Room) -> Refusal | None:
     return None
 
 
-def play(room: Room, seat: int, move: int, version: int | None = None) -> Room | Refusal:
-    """``seat`` plays ``move`` (at the state ``version`` it saw, when given)."""
+def play(room: Room, seat: int, move: int, version: int | None = None,
+         now: float | None = None) -> Room | Refusal:
+    """``seat`` plays ``move`` (at the state ``version`` it saw, when given) at ``now`` (for the
+    clocks; without it no time is charged). A move after the mover's flag fell loses on time."""
     if (refused := _playing(room)) is not None:
         return refused
     if seat != to_move(room):
@@ -128,6 +187,15 @@ def play(room: Room, seat: int, move: int, version: int | None = None) -> Room |
         after = _state(room).play(move)
     except IllegalMove as exc:
         return Refusal(code="illegal_move", message=str(exc))
+    clocks = room.clocks
+    if clocks is not None and now is not None:
+        if (flagged := flag(room, now)) is not None:
+            return flagged
+        left = clock_left(room, now)
+        assert left is not None
+        left[seat] += room.increment_ms
+        clocks = (left[0], left[1])
+        room = msgspec.structs.replace(room, clocks=clocks, turn_started=now)
     moves = (*room.moves, move)
     draw_offer = None if room.draw_offer is not None and room.draw_offer != seat else room.draw_offer
     if after.is_terminal():
@@ -139,33 +207,37 @@ def play(room: Room, seat: int, move: int, version: int | None = None) -> Room |
     return _next(room, moves=moves, draw_offer=draw_offer)
 
 
-def finish(room: Room, result: Result, reason: str) -> Room:
+def finish(room: Room, result: Result, reason: str, now: float | None = None) -> Room:
+    """The game over; with ``now``, the clocks stopped as they stand then."""
+    left = clock_left(room, now) if now is not None else None
+    if left is not None and now is not None:
+        room = msgspec.structs.replace(room, clocks=(left[0], left[1]), turn_started=now)
     return _next(room, status="over", result=result, reason=reason, draw_offer=None, abandoned=None,
                  abandon_deadline=None)
 
 
-def resign(room: Room, seat: int) -> Room | Refusal:
+def resign(room: Room, seat: int, now: float | None = None) -> Room | Refusal:
     if (refused := _playing(room)) is not None:
         return refused
-    return finish(room, 1 - seat, "resign")
+    return finish(room, 1 - seat, "resign", now)
 
 
-def offer_draw(room: Room, seat: int) -> Room | Refusal:
+def offer_draw(room: Room, seat: int, now: float | None = None) -> Room | Refusal:
     if (refused := _playing(room)) is not None:
         return refused
     if room.draw_offer == seat:
         return Refusal(code="not_allowed", message="your draw offer already stands")
     if room.draw_offer == 1 - seat:
-        return accept_draw(room, seat)
+        return accept_draw(room, seat, now)
     return _next(room, draw_offer=seat)
 
 
-def accept_draw(room: Room, seat: int) -> Room | Refusal:
+def accept_draw(room: Room, seat: int, now: float | None = None) -> Room | Refusal:
     if (refused := _playing(room)) is not None:
         return refused
     if room.draw_offer != 1 - seat:
         return Refusal(code="not_allowed", message="there is no draw offer from your opponent to accept")
-    return finish(room, "draw", "agreement")
+    return finish(room, "draw", "agreement", now)
 
 
 def set_absent(room: Room, seat: int | None, deadline: float | None) -> Room:
@@ -185,14 +257,19 @@ def claim(room: Room, seat: int, now: float) -> Room | Refusal:
         return Refusal(code="not_allowed",
                        message=f"your opponent may still come back: claim in "
                                f"{room.abandon_deadline - now:.0f} s")
-    return finish(room, seat, "abandoned")
+    return finish(room, seat, "abandoned", now)
 
 
-def replay(room: Room, moves: tuple[int, ...] | list[int]) -> Room:
-    """``room`` after ``moves`` (as recorded: each legal, in turn); IllegalMove on a bad record."""
+def replay(room: Room, moves: tuple[int, ...] | list[int], clocks: tuple[int, int] | None = None,
+           now: float = 0.0) -> Room:
+    """``room`` after ``moves`` (as recorded: each legal, in turn); IllegalMove on a bad record.
+    With clocks, ``clocks`` are the ms left as recorded after the last move, and the seat to
+    move's clock starts again at ``now``."""
     for move in moves:
         after = play(room, len(room.moves) % 2, int(move))
         if isinstance(after, Refusal):
             raise IllegalMove(f"game {room.game_id}: recorded move {move}: {after.message}")
         room = after
+    if room.clocks is not None:
+        room = msgspec.structs.replace(room, clocks=clocks or room.clocks, turn_started=now)
     return room

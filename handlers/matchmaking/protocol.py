@@ -59,8 +59,12 @@ class Cancel(_Client, frozen=True, kw_only=True, tag="cancel"):
 
 
 class Exhibition(_Client, frozen=True, kw_only=True, tag="exhibition"):
+    """Two AIs play, the sender watches: the champion at two ``levels``, or two registry
+    ``models`` (each at the level of the same index in ``levels``; without ``levels``, 8)."""
+
     game: GameName
-    levels: Annotated[list[Level], msgspec.Meta(min_length=2, max_length=2)]
+    levels: Annotated[list[Level], msgspec.Meta(min_length=2, max_length=2)] | None = None
+    models: Annotated[list[Id], msgspec.Meta(min_length=2, max_length=2)] | None = None
 
 
 class Move(_Client, frozen=True, kw_only=True, tag="move"):
@@ -124,6 +128,7 @@ class PlayerView(msgspec.Struct, frozen=True, kw_only=True):
     kind: Literal["human", "ai"]
     level: int | None = None
     rating: float | None = None
+    model: str | None = None  # the registry model an AI plays (an exhibition between models)
 
 
 class Welcome(_Server, frozen=True, kw_only=True, tag="welcome"):
@@ -243,6 +248,9 @@ def decode_client(frame: bytes | str) -> ClientMessage | ProtocolError:
         return ProtocolError(code="bad_field", ref="hello",
                              message=f"hello.v {message.v} is not spoken here; versions: "
                                      f"{', '.join(map(str, PROTOCOL_VERSIONS))}")
+    if isinstance(message, Exhibition) and message.levels is None and message.models is None:
+        return ProtocolError(code="missing_field", ref="exhibition",
+                             message="missing field: an exhibition names two `levels` or two `models`")
     return message
 
 

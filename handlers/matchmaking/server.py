@@ -18,6 +18,11 @@ When a player's last connection drops, their opponent's ``claim`` wins after ``a
 a game against the AI the AI claims it.
 
 AI moves come from ``AiPlayers`` (worker processes, batched): the loop only awaits them.
+
+Clocks (``clock:`` in config/p2p.yaml, recorded in ``p2p.game_started``): a timer per game
+waits for the seat to move's flag and ends the game ``timeout``; each ``p2p.move_played``
+records the ms left per seat, so a restart rebuilds them (the time the server was down, and the
+unfinished turn before it, are not charged). An AI's thinking runs its clock like anyone's.
 """
 
 from __future__ import annotations
@@ -71,7 +76,10 @@ FINISHED_KEPT = 1000  # finished games remembered, so a late move is told `game_
 class AiMover(Protocol):
     """What the server needs of the AI (``handlers.matchmaking.ai.AiPlayers``)."""
 
-    async def choose_move(self, game: str, moves: list[int], level: int, *, game_id: str = "") -> Any: ...
+    async def choose_move(self, game: str, moves: list[int], level: int, *, game_id: str = "",
+                          model_id: str = "") -> Any: ...
+
+    def model_problem(self, game: str, model_id: str) -> str | None: ...
 
 
 class RateLimiter:
@@ -109,6 +117,7 @@ class Table:
         self.lock = asyncio.Lock()
         self.watchers: set[Client] = set()
         self.ai_task: asyncio.Task | None = None
+        self.changed = asyncio.Event()  # set at each change: the flag timer looks again
 
     def seat_of(self, player: str) -> int | None:
         for i, seat in enumerate(self.room.seats):
@@ -162,6 +171,7 @@ class MatchmakingServer:
         self._server: Server | None = None
         self._tasks: list[asyncio.Task] = []
         self._ai_tasks: set[asyncio.Task] = set()
+        self._timers: set[asyncio.Task] = set()  # the games' flag timers
         self.moves_played = 0
 
     # -- life cycle --------------------------------------------------------------------------
@@ -172,10 +182,14 @@ class MatchmakingServer:
         self.view = await runner.catch_up()
         now = self.clock()
         for live in self.view.live_games():
-            room = rules.new_room(live.game_id, live.game, views.room_seats(live.seats), rated=live.rated)
-            table = self.tables[live.game_id] = Table(rules.replay(room, live.moves))
+            clock = rules.TimeControl(initial_ms=live.clock_initial_ms, increment_ms=live.clock_increment_ms)
+            room = rules.new_room(live.game_id, live.game, views.room_seats(live.seats), rated=live.rated,
+                                  clock=clock if live.clock_initial_ms else None, now=now)
+            clocks = (live.clocks[0], live.clocks[1]) if len(live.clocks) == 2 else None
+            table = self.tables[live.game_id] = Table(rules.replay(room, live.moves, clocks, now))
             self._presence(table, now)
             self._schedule_ai(table)
+            self._start_timer(table)
         if self.tables:
             log.info("matchmaking: %d game(s) in progress rebuilt from the log", len(self.tables))
         s = self.settings
@@ -189,9 +203,9 @@ class MatchmakingServer:
                        asyncio.create_task(self._broom(), name="p2p-broom")]
 
     async def close(self) -> None:
-        for task in [*self._tasks, *self._ai_tasks]:
+        for task in [*self._tasks, *self._ai_tasks, *self._timers]:
             task.cancel()
-        for task in [*self._tasks, *self._ai_tasks]:
+        for task in [*self._tasks, *self._ai_tasks, *self._timers]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._server is not None:
@@ -351,7 +365,7 @@ class MatchmakingServer:
             games=[t.room.game_id for t in mine]))
         now = self.clock()
         for table in mine:
-            self._send([client], views.start_view(table.room, table.seat_of(player), self._rating_of))
+            self._send([client], views.start_view(table.room, table.seat_of(player), self._rating_of, now))
             self._presence(table, now)
 
     # -- seeking -----------------------------------------------------------------------------
@@ -421,25 +435,34 @@ class MatchmakingServer:
                 log.exception("matchmaking: pairing failed")
 
     async def _exhibition(self, client: Client, exhibition: protocol.Exhibition) -> None:
-        first, second = exhibition.levels
-        table = await self._open(exhibition.game, (self._ai_seat(first), self._ai_seat(second)),
-                                 rated=False, exhibition=True)
+        levels = exhibition.levels or [max(self.levels)] * 2
+        seats = [self._ai_seat(level) for level in levels]
+        for i, model in enumerate(exhibition.models or ()):
+            if (problem := self.ai.model_problem(exhibition.game, model)) is not None:
+                raise _Refused("bad_field", f"exhibition.models[{i}]: {problem}")
+            seats[i] = rules.Seat(id=model, name=f"{model} (level {levels[i]})", kind="ai", level=levels[i],
+                                  model=model)
+        table = await self._open(exhibition.game, (seats[0], seats[1]), rated=False, exhibition=True)
         table.watchers.add(client)
-        self._send([client], views.start_view(table.room, None, self._rating_of))
+        self._send([client], views.start_view(table.room, None, self._rating_of, self.clock()))
 
     async def _open(self, game: str, seats: tuple[rules.Seat, rules.Seat], *, rated: bool,
                     exhibition: bool = False) -> Table:
         game_id = secrets.token_hex(8)
-        room = rules.new_room(game_id, game, seats, rated=rated)
+        clock = self.config.time_control(game)
+        room = rules.new_room(game_id, game, seats, rated=rated, clock=clock, now=self.clock())
         started = P2pGameStarted.new(self.run, id=derived_id(game_id, "p2p.game_started"), game_id=game_id,
                                      game=game, seats=views.event_seats(room), rated=rated,
-                                     exhibition=exhibition)
+                                     exhibition=exhibition, clock_initial_ms=clock.initial_ms if clock else 0,
+                                     clock_increment_ms=clock.increment_ms if clock else 0)
         await self._append(started)
         table = self.tables[game_id] = Table(room)
+        now = self.clock()
         for i, player in table.humans():
-            self._send(self.sessions.get(player, set()), views.start_view(room, i, self._rating_of))
-        self._presence(table, self.clock())
+            self._send(self.sessions.get(player, set()), views.start_view(room, i, self._rating_of, now))
+        self._presence(table, now)
         self._schedule_ai(table)
+        self._start_timer(table)
         return table
 
     async def _append(self, event: Event) -> None:
@@ -452,7 +475,7 @@ class MatchmakingServer:
         table = self._table(watch.game_id)
         table.watchers.add(client)
         seat = table.seat_of(client.player) if client.player else None
-        self._send([client], views.start_view(table.room, seat, self._rating_of))
+        self._send([client], views.start_view(table.room, seat, self._rating_of, self.clock()))
 
     def _table(self, game_id: str) -> Table:
         table = self.tables.get(game_id)
@@ -469,21 +492,23 @@ class MatchmakingServer:
         if seat is None:
             raise _Refused("not_in_game", f"you do not play in game {message.game_id}")
         async with table.lock:
-            room = table.room
+            room, now = table.room, self.clock()
             if isinstance(message, protocol.Move):
-                after = rules.play(room, seat, message.move, message.version)
+                after = rules.play(room, seat, message.move, message.version, now)
             elif isinstance(message, protocol.Resign):
-                after = rules.resign(room, seat)
+                after = rules.resign(room, seat, now)
             elif isinstance(message, protocol.DrawOffer):
-                after = rules.offer_draw(room, seat)
+                after = rules.offer_draw(room, seat, now)
             elif isinstance(message, protocol.DrawAccept):
-                after = rules.accept_draw(room, seat)
+                after = rules.accept_draw(room, seat, now)
             else:
-                after = rules.claim(room, seat, self.clock())
+                after = rules.claim(room, seat, now)
+            if (flagged := rules.flag(room, now)) is not None and not isinstance(after, rules.Refusal):
+                after = flagged  # time ran out before this change: the game is lost on time
             if isinstance(after, rules.Refusal):
                 self._error(client, after.code, after.message, str(type(message).__struct_config__.tag))
                 if after.code == "stale_version":
-                    self._send([client], views.state_view(room))
+                    self._send([client], views.state_view(room, now))
                 return
             await self._commit(table, after, seat)
 
@@ -495,7 +520,8 @@ class MatchmakingServer:
             ply = len(before.moves)
             await self._append(P2pMovePlayed.new(
                 self.run, id=derived_id(before.game_id, "p2p.move_played", ply), game_id=before.game_id,
-                ply=ply, move=after.moves[-1], seat=seat, think_ms=think_ms, model_id=model_id))
+                ply=ply, move=after.moves[-1], seat=seat, think_ms=think_ms, model_id=model_id,
+                clocks=list(after.clocks or ())))
             self.moves_played += 1
         ratings: list[protocol.RatingView | None] = [None, None]
         if after.status == "over" and before.status != "over":
@@ -512,8 +538,9 @@ class MatchmakingServer:
                 result=result, reason=after.reason, plies=len(after.moves),
                 ratings=list(changes) if changes else [None, None]))
         table.room = after
+        table.changed.set()
         audience = self._audience(table)
-        self._send(audience, views.state_view(after))
+        self._send(audience, views.state_view(after, self.clock()))
         if after.status == "over":
             self._send(audience, protocol.Over(game_id=after.game_id, result=after.result,
                                                reason=after.reason, ratings=ratings))
@@ -542,7 +569,7 @@ class MatchmakingServer:
             return  # nobody here to claim anything
         if after is not room:
             table.room = after
-            self._send(self._audience(table), views.state_view(after))
+            self._send(self._audience(table), views.state_view(after, now))
 
     async def _broom(self) -> None:
         s = self.settings
@@ -567,10 +594,42 @@ class MatchmakingServer:
         async with table.lock:
             if table.room is room:
                 try:
-                    ended = rules.finish(room, 1 - room.abandoned, "abandoned")
+                    ended = rules.finish(room, 1 - room.abandoned, "abandoned", now)
                     await self._commit(table, ended, room.abandoned)
                 except JetzeroError as exc:
                     log.warning("matchmaking: abandoning %s failed: %s", room.game_id, exc)
+
+    # -- clocks ------------------------------------------------------------------------------
+
+    def _start_timer(self, table: Table) -> None:
+        if table.room.clocks is None:
+            return
+        task = asyncio.create_task(self._flag_timer(table), name=f"clock-{table.room.game_id}")
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+
+    async def _flag_timer(self, table: Table) -> None:
+        """Ends the game ``timeout`` when the seat to move runs out; looks again at each change."""
+        while table.room.status == "playing":
+            table.changed.clear()
+            deadline = rules.flag_deadline(table.room)
+            if deadline is None:
+                return
+            wait = deadline - self.clock()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(table.changed.wait(), timeout=min(wait, 60.0))
+                continue
+            async with table.lock:
+                room = table.room
+                flagged = rules.flag(room, self.clock())
+                if flagged is None:
+                    continue
+                try:
+                    await self._commit(table, flagged, rules.to_move(room) or 0)
+                except JetzeroError as exc:
+                    log.warning("matchmaking: the flag of %s not recorded: %s", room.game_id, exc)
+                    await asyncio.sleep(1.0)
 
     # -- the AI ------------------------------------------------------------------------------
 
@@ -592,7 +651,8 @@ class MatchmakingServer:
                 return
             level = room.seats[to_move].level or 1
             try:
-                answer = await self.ai.choose_move(room.game, list(room.moves), level, game_id=room.game_id)
+                answer = await self.ai.choose_move(room.game, list(room.moves), level, game_id=room.game_id,
+                                                   model_id=room.seats[to_move].model)
             except Exception as exc:  # noqa: BLE001 - the AI failing must not take the server down
                 log.warning("matchmaking: AI level %d could not move in %s: %s", level, room.game_id, exc)
                 await asyncio.sleep(0.5 * 2**attempt)
@@ -601,7 +661,7 @@ class MatchmakingServer:
                 now_room = table.room
                 if now_room.status == "over" or len(now_room.moves) != len(room.moves):
                     return
-                after = rules.play(now_room, to_move, int(answer.move))
+                after = rules.play(now_room, to_move, int(answer.move), now=self.clock())
                 if isinstance(after, rules.Refusal):
                     log.warning("matchmaking: AI move %s in %s: %s", answer.move, room.game_id, after.message)
                     continue

@@ -17,22 +17,26 @@ from streams.matchmaking_events import P2pSeat
 __all__ = ["event_seats", "player_view", "rating_view", "room_seats", "start_view", "state_view", "summary"]
 
 
-def state_view(room: rules.Room) -> StateView:
+def state_view(room: rules.Room, now: float | None = None) -> StateView:
+    """The room as a ``state``; its ``clocks`` as they stand at ``now`` (the seat to move's
+    running), or as of the turn's start without it."""
+    clocks = rules.clock_left(room, now) if now is not None else (list(room.clocks) if room.clocks else None)
     return StateView(
         game_id=room.game_id, game=room.game, version=room.version, moves=list(room.moves),
         board=rules.board(room), to_move=rules.to_move(room), legal=rules.legal(room),
         status=room.status, result=room.result, reason=room.reason, draw_offer=room.draw_offer,
-        clocks=None, abandoned=room.abandoned,
+        clocks=clocks, abandoned=room.abandoned,
     )
 
 
 def player_view(seat: rules.Seat, rating: float | None) -> PlayerView:
     return PlayerView(id=seat.id, name=seat.name, kind=seat.kind, level=seat.level,
-                      rating=None if rating is None else round(rating, 1))
+                      rating=None if rating is None else round(rating, 1), model=seat.model or None)
 
 
-def start_view(room: rules.Room, seat: int | None, rating_of: Callable[[rules.Seat], float | None]) -> Start:
-    return Start(game_id=room.game_id, game=room.game, seat=seat, state=state_view(room),
+def start_view(room: rules.Room, seat: int | None, rating_of: Callable[[rules.Seat], float | None],
+               now: float | None = None) -> Start:
+    return Start(game_id=room.game_id, game=room.game, seat=seat, state=state_view(room, now),
                  players=[player_view(s, rating_of(s)) for s in room.seats])
 
 
@@ -47,10 +51,10 @@ def rating_view(rating: Rating, provisional_rd: float) -> RatingView:
 
 
 def event_seats(room: rules.Room) -> list[P2pSeat]:
-    return [P2pSeat(id=s.id, name=s.name, kind=s.kind, level=s.level) for s in room.seats]
+    return [P2pSeat(id=s.id, name=s.name, kind=s.kind, level=s.level, model=s.model) for s in room.seats]
 
 
 def room_seats(seats: list[P2pSeat] | tuple[P2pSeat, ...]) -> tuple[rules.Seat, rules.Seat]:
     first, second = (rules.Seat(id=s.id, name=s.name, kind="ai" if s.kind == "ai" else "human",
-                                level=s.level) for s in seats)
+                                level=s.level, model=s.model) for s in seats)
     return first, second

@@ -80,6 +80,13 @@ async def test_the_champion_plays_batched_and_the_levels_follow_it(store, nats_s
 
         await until(new_champion_moves, timeout=10, what="the levels to follow the new champion")
 
+        # an exhibition between models: a named model plays, whoever is champion
+        named = await ai.choose_move(TTT.name, [4], 2, game_id="named", model_id="ttt-g0")
+        assert named.model_id == "ttt-g0" and named.move in TTT.from_moves([4]).legal_moves()
+        assert ai.model_problem(TTT.name, "ttt-g0") is None
+        assert "no model 'nope'" in (ai.model_problem(TTT.name, "nope") or "")
+        assert "plays tictactoe" in (ai.model_problem("connect4", "ttt-g0") or "")
+
 
 async def test_searches_never_block_the_event_loop(nats_settings):
     slow = [*LEVELS[:7], LevelSettings(number=8, kind="search", simulations=100_000, think_ms=1500)]

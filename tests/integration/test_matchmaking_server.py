@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engine.games import get_game
-from handlers.matchmaking.config import P2PConfig, PoolSettings, ServerSettings
+from handlers.matchmaking.config import ClockSettings, P2PConfig, PoolSettings, ServerSettings
 from handlers.matchmaking.server import MatchmakingServer
 from projections.matchmaking import MatchmakingProjection
 from projections.runner import ProjectionRunner
@@ -36,10 +36,16 @@ class FirstLegal:
     def __init__(self) -> None:
         self.moves = 0
 
-    async def choose_move(self, game: str, moves: list[int], level: int, *, game_id: str = "") -> Any:
+    MODELS = ("m-a", "m-b")  # the models this stand-in knows
+
+    async def choose_move(self, game: str, moves: list[int], level: int, *, game_id: str = "",
+                          model_id: str = "") -> Any:
         self.moves += 1
         return SimpleNamespace(move=get_game(game).from_moves(moves).legal_moves()[0], think_ms=0.0,
-                               model_id="first-legal")
+                               model_id=model_id or "first-legal")
+
+    def model_problem(self, game: str, model_id: str) -> str | None:
+        return None if model_id in self.MODELS else f"no model {model_id!r} in this run's registry"
 
 
 class Clock:
@@ -377,6 +383,23 @@ async def test_an_exhibition_is_played_out_for_its_watcher(store):
         assert msgspec.to_builtins(finished.ratings) == [None, None]
 
 
+async def test_an_exhibition_between_two_models_and_an_unknown_model_refused(store):
+    async with running(store) as server, Client.open(server) as fan:
+        await fan.send(type="exhibition", game="tictactoe", models=["m-a", "nope"])
+        refused = await fan.error("bad_field")
+        assert "exhibition.models[1]" in refused["message"] and "nope" in refused["message"]
+        await fan.send(type="exhibition", game="tictactoe")
+        assert "levels" in (await fan.error("missing_field"))["message"]
+        assert server.tables == {}
+        await fan.send(type="exhibition", game="tictactoe", models=["m-b", "m-a"], levels=[2, 7])
+        start = await fan.expect("start")
+        assert [(p["model"], p["level"]) for p in start["players"]] == [("m-b", 2), ("m-a", 7)]
+        await fan.expect("over", game_id=start["game_id"])
+        moves = [e for e in await game_events(store, start["game_id"]) if e.tag == "p2p.move_played"]
+        assert [e.model_id for e in moves] == ["m-b", "m-a"] * 3 + ["m-b"]
+        assert [s.model for s in (await game_events(store, start["game_id"]))[0].seats] == ["m-b", "m-a"]
+
+
 async def test_the_idle_broom_closes_silent_connections(store):
     clock = Clock()
     config = settings(hello_timeout_s=10, idle_s=100)
@@ -396,3 +419,42 @@ async def test_the_idle_broom_closes_silent_connections(store):
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         await chatty.send(type="ping", t=2)
         assert (await chatty.expect("pong"))["t"] == 2
+
+
+def clocked(initial_s: float, increment_s: float = 0.0) -> P2PConfig:
+    clock = ClockSettings(initial_s=initial_s, increment_s=increment_s)
+    return msgspec.structs.replace(settings(), clock=clock)
+
+
+async def test_a_human_whose_clock_runs_out_loses_on_time_by_the_servers_timer(store):
+    async with running(store, clocked(1.0, 0.5)) as server, Client.open(server) as ann:
+        await ann.send(type="seek", game="tictactoe", opponent="ai", level=1, seat=1)
+        start = await ann.expect("start")
+        assert start["state"]["clocks"] is not None
+        moved = await ann.expect("state", version=1)  # the AI moved; now ann's clock runs
+        assert moved["to_move"] == 1 and 0 < moved["clocks"][1] <= 1000 and moved["clocks"][0] > 1000
+        final = await ann.expect("state", status="over")  # ann never moves
+        over = await ann.expect("over", game_id=start["game_id"])
+        assert over["result"] == 0 and over["reason"] == "timeout" and final["clocks"][1] == 0
+        events = await game_events(store, start["game_id"])
+        assert (events[0].clock_initial_ms, events[0].clock_increment_ms) == (1000, 500)
+        assert events[1].clocks == moved["clocks"] and events[-1].reason == "timeout"
+        await ann.send(type="move", game_id=start["game_id"], move=4, version=moved["version"])
+        await ann.error("game_over")
+
+
+async def test_the_clocks_survive_a_restart_as_recorded_after_the_last_move(store):
+    async with running(store, clocked(60.0, 2.0)) as server, Client.open(server) as a, \
+            Client.open(server) as b:
+        await a.send(type="seek", game="tictactoe", opponent="human", seat=0)
+        await b.send(type="seek", game="tictactoe", opponent="human", seat=1)
+        start = await a.expect("start")
+        await a.send(type="move", game_id=start["game_id"], move=4, version=0)
+        after = await b.expect("state", version=1)
+        assert 60_000 < after["clocks"][0] <= 62_000 and after["clocks"][1] <= 60_000
+        tokens = a.welcome["token"], b.welcome["token"]
+    recorded = (await game_events(store, start["game_id"]))[-1].clocks
+    async with running(store, clocked(5.0)) as restarted, Client.open(restarted, token=tokens[0]) as a2:
+        resumed = await a2.expect("start", game_id=start["game_id"])  # the game's own control, not 5 s
+        clocks = resumed["state"]["clocks"]  # seat 1 to move: its clock runs again from the record
+        assert clocks[0] == recorded[0] and 0 < recorded[1] - 5_000 < clocks[1] <= recorded[1]

@@ -83,3 +83,41 @@ def test_claim_only_after_the_opponents_timer_ran_out():
 def test_replay_refuses_a_bad_record():
     with pytest.raises(IllegalMove):
         room(moves=(4, 4))
+
+
+CLOCK = g.TimeControl(initial_ms=10_000, increment_ms=2_000)
+
+
+def timed(now: float = 100.0) -> g.Room:
+    return g.new_room("g1", "tictactoe", SEATS, clock=CLOCK, now=now)
+
+
+def test_only_the_seat_to_move_runs_and_a_move_adds_the_increment():
+    r = timed(100.0)
+    assert g.clock_left(r, 103.5) == [6_500, 10_000] and g.flag_deadline(r) == 110.0
+    r1 = g.play(r, 0, 4, version=0, now=103.5)
+    assert isinstance(r1, g.Room) and r1.clocks == (8_500, 10_000) and r1.turn_started == 103.5
+    assert g.clock_left(r1, 104.0) == [8_500, 9_500] and g.flag_deadline(r1) == 113.5
+    assert g.clock_left(room(), 1e9) is None and g.flag_deadline(room()) is None  # no clocks
+
+
+def test_the_flag_falls_at_the_deadline_and_a_late_move_loses_on_time():
+    r = timed(100.0)
+    assert g.flag(r, 109.999) is None
+    flagged = g.flag(r, 110.0)
+    assert flagged is not None and flagged.status == "over" and flagged.result == 1
+    assert flagged.reason == "timeout" and flagged.clocks == (0, 10_000)
+    late = g.play(r, 0, 4, version=0, now=112.0)
+    assert isinstance(late, g.Room) and late.moves == () and late.reason == "timeout" and late.result == 1
+
+
+def test_a_resign_stops_the_clocks_where_they_stand():
+    r1 = g.play(timed(100.0), 0, 4, now=101.0)
+    assert isinstance(r1, g.Room)
+    over = g.resign(r1, 1, now=104.0)
+    assert isinstance(over, g.Room) and over.clocks == (11_000, 7_000) and g.flag_deadline(over) is None
+
+
+def test_replay_takes_the_recorded_clocks_and_restarts_the_turn():
+    r = g.replay(timed(100.0), (4, 0), clocks=(7_000, 3_000), now=500.0)
+    assert r.clocks == (7_000, 3_000) and g.clock_left(r, 501.0) == [6_000, 3_000]

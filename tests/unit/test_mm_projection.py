@@ -62,3 +62,14 @@ def test_level_start_centres_the_calibrated_ladder():
     assert level_start({1: 0.0, 2: 200.0, 3: 400.0}) == {1: 1300.0, 2: 1500.0, 3: 1700.0}
     uncalibrated = level_start({n: None for n in range(1, 9)})
     assert uncalibrated[1] < uncalibrated[8] and sum(uncalibrated.values()) / 8 == 1500.0
+
+
+def test_a_live_game_keeps_its_time_control_and_the_clocks_of_its_last_move():
+    started = P2pGameStarted.new(RUN, game_id="g", game="tictactoe", seats=SEATS, clock_initial_ms=60_000,
+                                 clock_increment_ms=1_000)
+    moves = [P2pMovePlayed.new(RUN, game_id="g", ply=0, move=4, seat=0, clocks=[58_000, 60_000]),
+             P2pMovePlayed.new(RUN, game_id="g", ply=1, move=0, seat=1, clocks=[58_000, 55_500])]
+    (live,) = fold(MatchmakingProjection(), [started, *moves]).live_games()
+    assert (live.clock_initial_ms, live.clock_increment_ms, live.clocks) == (60_000, 1_000, (58_000, 55_500))
+    (untimed,) = fold(MatchmakingProjection(), events(finish=False)).live_games()
+    assert (untimed.clock_initial_ms, untimed.clocks) == (0, ())

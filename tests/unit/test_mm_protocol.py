@@ -11,6 +11,8 @@ CLIENT = [
     p.Hello(v=1), p.Hello(v=1, token="h-0123456789abcdef.sig", name="ann"),
     p.Seek(game="connect4", opponent="ai", level=3, seat=0), p.Seek(game="tictactoe", opponent="human"),
     p.Cancel(seek="s1"), p.Exhibition(game="connect4", levels=[1, 8]),
+    p.Exhibition(game="tictactoe", models=["m-1", "m-2"]),
+    p.Exhibition(game="connect4", models=["a", "b"], levels=[2, 3]),
     p.Move(game_id="g", move=3, version=4), p.Resign(game_id="g"), p.DrawOffer(game_id="g"),
     p.DrawAccept(game_id="g"), p.Claim(game_id="g"), p.Watch(game_id="g"), p.Games(), p.Ping(t=1.5),
 ]
@@ -60,6 +62,8 @@ def test_server_messages_round_trip():
     (b'{"type": "seek", "game": "connect4", "opponent": "ai", "level": 9}', "bad_field", "seek"),
     (b'{"type": "seek", "game": "connect4", "opponent": "ai", "seat": 2}', "bad_field", "seek"),
     (b'{"type": "exhibition", "game": "connect4", "levels": [1]}', "bad_field", "exhibition"),
+    (b'{"type": "exhibition", "game": "connect4"}', "missing_field", "exhibition"),
+    (b'{"type": "exhibition", "game": "connect4", "models": ["m-1"]}', "bad_field", "exhibition"),
     (b'{"type": "hello", "v": 2}', "bad_field", "hello"),
     (b'{"type": "watch", "game_id": ""}', "bad_field", "watch"),
 ])
