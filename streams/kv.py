@@ -46,6 +46,12 @@ async def get_value(log: Log, bucket: str, key: str) -> bytes | None:
     return got[0] if got else None
 
 
+async def lease_holder(log: Log, run: str, name: str) -> tuple[str, int] | None:
+    """Who holds the lease ``name`` now and the entry's revision, or None: it is free."""
+    got = await _get(log, names.KV_LOCKS, names.lock_key(run, name))
+    return (got[0].decode(errors="replace"), got[1]) if got else None
+
+
 async def put_value(log: Log, bucket: str, key: str, value: bytes) -> int:
     kv = await log.js.key_value(bucket)
     return int(await kv.put(key, value))

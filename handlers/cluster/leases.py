@@ -41,11 +41,11 @@ from streams.cluster_events import RoleTaken
 from streams.envelope import Event, derived_id
 from streams.errors import ConcurrencyConflict, FenceLost, LockHeld
 from streams.fencing import SINGLETON_ROLES, refusal
-from streams.kv import Lease, acquire_lease, lease_ttl
+from streams.kv import Lease, acquire_lease, lease_holder, lease_ttl
 from streams.store import EventStore
 
-__all__ = ["SINGLETON_ROLES", "FencedStore", "RoleLease", "current_fence", "hold_role", "last_taken",
-           "new_owner", "take_role"]
+__all__ = ["SINGLETON_ROLES", "FencedStore", "HeldRole", "RoleLease", "current_fence", "held_roles",
+           "hold_role", "last_taken", "new_owner", "take_role"]
 
 STOP_GRACE_S = 10.0  # a body still running this long after its lease was lost is cancelled
 log = logging.getLogger(__name__)
@@ -67,6 +67,30 @@ async def current_fence(store: EventStore, run: str, role: str) -> int:
     """The fence in force for ``role`` (0: never taken)."""
     taken = await last_taken(store, run, role)
     return taken.fence if taken else 0
+
+
+class HeldRole(msgspec.Struct, frozen=True, kw_only=True):
+    """A singleton role's lease as it stands: its holder (owner ``<node>/<role>/<random>``),
+    the lease entry's revision, and the fence of the role's last ``role.taken``."""
+
+    role: str
+    node: str
+    owner: str
+    revision: int
+    fence: int
+
+
+async def held_roles(store: EventStore, run: str) -> list[HeldRole]:
+    """Every singleton role whose lease is held now (a free or expired lease is left out)."""
+    out = []
+    for role in SINGLETON_ROLES:
+        held = await lease_holder(store.log, run, names.role_aggregate(role))
+        if held is None:
+            continue
+        owner, revision = held
+        out.append(HeldRole(role=role, node=owner.split("/", 1)[0], owner=owner, revision=revision,
+                            fence=await current_fence(store, run, role)))
+    return out
 
 
 @dataclass

@@ -1,9 +1,12 @@
-"""``cluster status``: every server, each stream's leader and replicas' health, live nodes.
+"""``cluster status``: every server, each stream's leader and replicas' health, live nodes, the
+singleton roles' leases and the policy in force.
 
 A plain dict (what ``--json`` prints) built from the servers' ``/healthz`` (embedded) or their
-client ports (``nats.urls``), JetStream stream info (``streams.cluster_info``) as admin, and the
-nodes KV (``handlers.cluster.nodes.live_nodes``). A part that cannot be read says why in its
-``error`` instead of failing the whole report.
+client ports (``nats.urls``), JetStream stream info (``streams.cluster_info``) as admin, the
+nodes KV (``handlers.cluster.nodes.live_nodes``), the locks KV with each role's fence
+(``handlers.cluster.leases.held_roles``; each node lists the roles it holds) and the run's
+``cluster.policy_set`` (``handlers.cluster.policy``). A part that cannot be read says why in
+its ``error`` instead of failing the whole report.
 """
 
 from __future__ import annotations
@@ -50,13 +53,16 @@ def servers_status(cfg: ClusterConfig) -> list[dict[str, Any]]:
 
 async def cluster_status(cfg: ClusterConfig) -> dict[str, Any]:
     """The whole report (see the module docstring)."""
+    from handlers.cluster.leases import held_roles
     from handlers.cluster.nodes import live_nodes
+    from handlers.cluster.policy import current_policy
     from streams.cluster_info import placement
     from streams.connection import connect
+    from streams.store import EventStore
 
     report: dict[str, Any] = {"run": cfg.run, "replicas": cfg.replicas,
                               "servers": servers_status(cfg), "streams": [], "nodes": [],
-                              "time": time.time()}
+                              "leases": [], "policy": None, "time": time.time()}
     if not any(s["running"] for s in report["servers"]):
         report["error"] = "no server is running"
         return report
@@ -77,6 +83,16 @@ async def cluster_status(cfg: ClusterConfig) -> dict[str, Any]:
             report["nodes"] = [msgspec.to_builtins(s) for _, s in sorted(nodes.items())]
         except Exception as exc:  # noqa: BLE001 - the report says why, the rest still shows
             report["nodes_error"] = f"{exc.__class__.__name__}: {exc}"
+        store = EventStore(conn)
+        try:
+            report["leases"] = [msgspec.to_builtins(h) for h in await held_roles(store, cfg.run)]
+            policy = await current_policy(store, cfg.run)
+            report["policy"] = ({"min_version": policy.min_version, "max_model_lag": policy.max_model_lag,
+                                 "by": policy.by} if policy.id else None)
+        except Exception as exc:  # noqa: BLE001 - as above
+            report["leases_error"] = f"{exc.__class__.__name__}: {exc}"
+        for node in report["nodes"]:
+            node["leases"] = [h["role"] for h in report["leases"] if h["node"] == node["node"]]
     finally:
         await conn.close()
     return report
@@ -103,4 +119,17 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append("  " + " ".join(f"{k}={v}" for k, v in node.items() if v not in ("", [], {})))
     if report.get("nodes_error"):
         lines.append(f"  nodes unavailable: {report['nodes_error']}")
+    if report.get("leases_error"):
+        lines.append(f"leases unavailable: {report['leases_error']}")
+    else:
+        lines.append(f"leases: {len(report['leases'])} held")
+        for held in report["leases"]:
+            lines.append(f"  {held['role']:<10} {held['node']:<12} fence {held['fence']} "
+                         f"(entry revision {held['revision']})")
+    policy = report.get("policy")
+    if policy:
+        lines.append(f"policy: min_version {policy['min_version']}, max_model_lag {policy['max_model_lag']}"
+                     f" (by {policy['by'] or '?'})")
+    elif not report.get("leases_error") and not report.get("error"):
+        lines.append("policy: none recorded (no version or model-lag limits)")
     return "\n".join(lines)

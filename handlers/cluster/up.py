@@ -1,6 +1,8 @@
 """Bringing the cluster up: the embedded servers started (or ``nats.urls`` checked), the
-credentials written where missing, and every stream, KV bucket and object store applied at
-the configured replicas (as admin); and keeping the embedded servers running.
+credentials written where missing, every stream, KV bucket and object store applied at the
+configured replicas (as admin), and the config's ``min_version`` / ``max_model_lag`` recorded
+in the log as the policy agents obey (``handlers.cluster.policy``; again at each heal, so an
+edited config takes effect); and keeping the embedded servers running.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from streams.config import NatsSettings
 from streams.errors import CredentialsError, JetzeroError, NotAuthorized
 
 __all__ = ["apply_definitions", "apply_with_retry", "bring_up", "heal_round", "nodes_of",
-           "restart_dead_servers"]
+           "record_config_policy", "restart_dead_servers"]
 
 
 def nodes_of(cfg: ClusterConfig) -> dict[str, list[str]]:
@@ -44,6 +46,17 @@ async def apply_with_retry(settings: NatsSettings, timeout: float = 30.0) -> Non
             await asyncio.sleep(0.2)  # the election's pace, not a synchronisation
 
 
+async def record_config_policy(store, cfg: ClusterConfig, by: str) -> list[str]:
+    """Record the config's policy when it differs from the one in force; a line if it did."""
+    from handlers.cluster.policy import record_policy
+
+    event = await record_policy(store, cfg.run, min_version=cfg.min_version,
+                                max_model_lag=cfg.max_model_lag, by=by)
+    if event is None:
+        return []
+    return [f"policy recorded: min_version {event.min_version}, max_model_lag {event.max_model_lag}"]
+
+
 async def bring_up(cfg: ClusterConfig, *, detach: bool = True) -> list[str]:
     """Start what is not running, wait until healthy, apply the definitions; lines saying what."""
     lines = []
@@ -56,6 +69,14 @@ async def bring_up(cfg: ClusterConfig, *, detach: bool = True) -> list[str]:
     await apply_definitions(cfg)
     lines.append(f"cluster up: {len(cfg.nats.server_urls())} servers, replicas {cfg.replicas}; "
                  f"clients: {','.join(cfg.nats.server_urls())}")
+    from streams.connection import connect
+    from streams.store import EventStore
+
+    conn = await connect(cfg.settings_for("admin"), name="jetzero-cluster-up", long_lived=False, ensure=False)
+    try:
+        lines += await record_config_policy(EventStore(conn), cfg, "cluster up")
+    finally:
+        await conn.close()
     from handlers.cluster.launch import start_agents  # noqa: PLC0415 - the ssh nodes' agents
 
     return lines + await start_agents(cfg)
@@ -81,8 +102,9 @@ async def heal_round(store, cfg: ClusterConfig, timeout: float, *, quiet: bool =
     from handlers.cluster import heal
     from handlers.cluster.launch import SshLauncher, restart_stopped
 
+    policy = await record_config_policy(store, cfg, "cluster heal")
     report = await heal.heal(store, cfg.run, timeout=timeout, by="cluster heal")
-    lines = await heal.restart_unreachable(report, {n.name: n.launch for n in cfg.nodes},
+    lines = policy + await heal.restart_unreachable(report, {n.name: n.launch for n in cfg.nodes},
                                            SshLauncher(cfg).restart)
     restarted = {a.node for a in report.of(heal.UNREACHABLE)}
     lines += [line for line in await restart_stopped(cfg) if line.split(":")[0] not in restarted]

@@ -93,6 +93,8 @@ def _config(tmp_path: Path, nats_cluster, sshd: Sshd) -> Path:
                  "credentials": str(credentials.role_file(nats_cluster.credentials_dir, "admin")),
                  "data_dir": str(nats_cluster.credentials_dir.parent)},
         "replicas": 3,
+        "min_version": "0.1.0",
+        "max_model_lag": 1,
         "nodes": [{"name": NODE, "host": "127.0.0.1", "roles": ["selfplay", "train"],
                    "launch": {"method": "ssh", "user": getpass.getuser(), "port": sshd.port,
                               "identity_file": str(sshd.key), "state_dir": str(state),
@@ -131,6 +133,7 @@ async def test_ssh_up_starts_down_stops_heal_restarts_killed_agent(tmp_path, nat
         assert up.exit_code == 0, up.output
         first = _pid(tmp_path)
         assert first is not None and f"{NODE}: started pid {first} over ssh" in up.output
+        assert "policy recorded: min_version 0.1.0, max_model_lag 1" in up.output  # from the config
         assert _alive(first)
         # the agent runs with its node's login on the cluster: it reads the run and waits
         await until(lambda: _async("waiting for the config in force" in log.read_text()), 30,
@@ -138,6 +141,7 @@ async def test_ssh_up_starts_down_stops_heal_restarts_killed_agent(tmp_path, nat
 
         again = await _cli("cluster", "up", "--config", cfg)  # idempotent: one agent per node
         assert again.exit_code == 0 and f"{NODE}: running pid {first} over ssh" in again.output
+        assert "policy recorded" not in again.output  # the same policy is in force: not again
 
         os.kill(first, signal.SIGKILL)
         await until(lambda: _async(not _alive(first)), 10, "the agent is dead")
@@ -146,6 +150,7 @@ async def test_ssh_up_starts_down_stops_heal_restarts_killed_agent(tmp_path, nat
         second = _pid(tmp_path)
         assert second is not None and second != first and _alive(second)
         assert f"{NODE}: agent not running; started pid {second} over ssh" in heal.output
+        assert "policy recorded" not in heal.output
 
         down = await _cli("cluster", "down", "--config", cfg)
         assert down.exit_code == 0, down.output

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from handlers.cluster.agent import AgentOptions, run_agent
-from handlers.cluster.leases import current_fence
+from handlers.cluster.leases import current_fence, held_roles
 from handlers.loop.config import load_in_force
 from streams import events as ev
 from streams import names
@@ -161,6 +161,16 @@ async def test_killed_holder_is_taken_over_within_the_ttl(admin, holders):
     await until(lambda: _writes(admin, taken_b.event.fence), 10, "b writes under the new fence")
 
 
+async def _leases_match_takings(store: EventStore, node: str, takings: list[RoleTaken]) -> None:
+    """What ``cluster status`` shows of the leases: both roles held by ``node``, each with the
+    fence of its last ``role.taken`` and that holder's owner name."""
+    held = {h.role: h for h in await held_roles(store, RUN)}
+    assert set(held) == {"promoter", "evaluator"}, held
+    for role, h in held.items():
+        last = [t for t in takings if t.role == role][-1]
+        assert (h.node, h.owner, h.fence) == (node, last.owner, last.fence), (h, last)
+
+
 async def _async_find(store: EventStore, kind):
     return next((s for s in await _log(store) if isinstance(s.event, kind)), None)
 
@@ -191,6 +201,7 @@ async def test_agents_run_the_promote_singletons_on_one_node_at_a_time(admin, na
 
     try:
         await until(lambda: held_by("p1"), 30, "p1 runs the promoter and the evaluator")
+        await _leases_match_takings(admin, "p1", await takings())
         tasks["p2"] = asyncio.create_task(run_agent(
             nats_cluster.settings_for("node-p2"), RUN, AgentOptions(name="p2", roles=("promote",)),
             stop=stops["p2"]))
@@ -198,6 +209,7 @@ async def test_agents_run_the_promote_singletons_on_one_node_at_a_time(admin, na
         await asyncio.wait_for(tasks["p1"], 30)
         await until(lambda: held_by("p2"), TTL, "p2 takes both roles over (released: no TTL wait)")
         seen = await takings()
+        await _leases_match_takings(admin, "p2", seen)
         for role in ("promoter", "evaluator"):
             order = [(t.node, t.fence) for t in seen if t.role == role]
             assert [n for n, _ in order] == ["p1", "p2"] and order[0][1] < order[1][1], order

@@ -194,6 +194,8 @@ def test_cli_credentials_up_status_down(tmp_path):
         "nats": {"embedded": 3, "data_dir": str(data), "port": _three_free(),
                  "route_port": _three_free(), "http_port": _three_free()},
         "replicas": 3,
+        "min_version": "0.2.0",
+        "max_model_lag": 3,
         "nodes": [{"name": "a1", "roles": ["selfplay", "eval"]}],
     }))
     runner = CliRunner()
@@ -214,6 +216,13 @@ def test_cli_credentials_up_status_down(tmp_path):
         events = {s["stream"]: s for s in report["streams"]}[names.EVENTS]
         assert events["replicas"] == 3 and events["leader"] in {"n1", "n2", "n3"}
         assert len(events["followers"]) == 2
+        # cluster up recorded the config's policy; no singleton role is held (no agent runs)
+        assert "policy recorded: min_version 0.2.0, max_model_lag 3" in up.output
+        assert report["policy"] == {"min_version": "0.2.0", "max_model_lag": 3, "by": "cluster up"}
+        assert report["leases"] == []
+        text = runner.invoke(app, ["cluster", "status", "--config", str(cfg)]).output
+        assert "policy: min_version 0.2.0, max_model_lag 3 (by cluster up)" in text
+        assert "leases: 0 held" in text
         config = load_cluster_config(cfg)
 
         async def node_login():  # the node's own login works on the servers started
