@@ -64,7 +64,7 @@ class P2pMovePlayed(_P2pGame, frozen=True, kw_only=True, tag="p2p.move_played"):
 
 class P2pGameFinished(_P2pGame, frozen=True, kw_only=True, tag="p2p.game_finished"):
     result: str  # "0" | "1" (the winning seat) | "draw"
-    reason: str  # win | draw | resign | agreement | abandoned | timeout
+    reason: str  # win | draw | resign | agreement | abandoned | timeout | deserted
     plies: int = 0
     ratings: list[P2pRatingChange | None] = []  # per seat; None for an unrated side
 

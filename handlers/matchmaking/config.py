@@ -56,6 +56,7 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     idle_s: float = 600.0  # a connection silent this long is closed (the idle broom)
     broom_every_s: float = 5.0
     abandon_s: float = 60.0  # after a player left a game, the opponent may claim the win
+    deserted_s: float = 3600.0  # a game every human player has left this long ends unrated (`deserted`)
     token_secret: str | None = None  # JETZERO_P2P_SECRET wins; neither: generated next to nats data
 
     def __post_init__(self) -> None:
@@ -65,9 +66,9 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                   self.max_connections, self.rate_soft_per_s, self.rate_hard_per_s)
         if self.rate_hard_per_s < self.rate_soft_per_s:
             raise ValueError("rate_hard_per_s must be at least rate_soft_per_s")
-        _positive("ping_interval_s, ping_timeout_s, hello_timeout_s, idle_s, broom_every_s, abandon_s",
-                  self.ping_interval_s, self.ping_timeout_s, self.hello_timeout_s, self.idle_s,
-                  self.broom_every_s, self.abandon_s)
+        _positive("ping_interval_s, ping_timeout_s, hello_timeout_s, idle_s, broom_every_s, abandon_s, "
+                  "deserted_s", self.ping_interval_s, self.ping_timeout_s, self.hello_timeout_s, self.idle_s,
+                  self.broom_every_s, self.abandon_s, self.deserted_s)
 
 
 class PoolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

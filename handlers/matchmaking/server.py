@@ -15,7 +15,9 @@ outside the allowed list (and not the page's own) are refused at the handshake (
 ``max_connections`` a handshake is refused (503). Keepalive pings are websockets' own; the idle
 broom closes connections silent for ``idle_s`` (or without hello for ``hello_timeout_s``).
 When a player's last connection drops, their opponent's ``claim`` wins after ``abandon_s``; in
-a game against the AI the AI claims it.
+a game against the AI the AI claims it. A game that both human players have left for
+``deserted_s`` (counted from the server's start for a game rebuilt after a restart) ends a
+draw, unrated, reason ``deserted``, so it does not stay live for ever.
 
 AI moves come from ``AiPlayers`` (worker processes, batched): the loop only awaits them.
 
@@ -118,6 +120,7 @@ class Table:
         self.watchers: set[Client] = set()
         self.ai_task: asyncio.Task | None = None
         self.changed = asyncio.Event()  # set at each change: the flag timer looks again
+        self.deserted_since: float | None = None  # when its last human player left (both away)
 
     def seat_of(self, player: str) -> int | None:
         for i, seat in enumerate(self.room.seats):
@@ -558,7 +561,10 @@ class MatchmakingServer:
         room = table.room
         if room.status == "over":
             return
-        absent = [i for i, player in table.humans() if not self.sessions.get(player)]
+        humans = table.humans()
+        absent = [i for i, player in humans if not self.sessions.get(player)]
+        deserted = len(humans) == 2 and len(absent) == 2
+        table.deserted_since = (table.deserted_since or now) if deserted else None
         if len(absent) == 1:
             seat = absent[0]
             deadline = room.abandon_deadline if room.abandoned == seat else now + self.settings.abandon_s
@@ -585,8 +591,18 @@ class MatchmakingServer:
                 await self._expire(table, now)
 
     async def _expire(self, table: Table, now: float) -> None:
-        """The AI claims a game whose human left it longer than ``abandon_s`` ago."""
+        """The AI claims a game whose human left it longer than ``abandon_s`` ago; a game both
+        humans left ``deserted_s`` ago ends unrated."""
         room = table.room
+        if table.deserted_since is not None and now - table.deserted_since >= self.settings.deserted_s:
+            async with table.lock:
+                if table.room is room:
+                    ended = rules.finish(msgspec.structs.replace(room, rated=False), "draw", "deserted", now)
+                    try:
+                        await self._commit(table, ended, 0)
+                    except JetzeroError as exc:
+                        log.warning("matchmaking: ending deserted %s failed: %s", room.game_id, exc)
+            return
         if room.abandoned is None or room.abandon_deadline is None or now < room.abandon_deadline:
             return
         if room.seats[1 - room.abandoned].kind != "ai":

@@ -358,6 +358,32 @@ async def test_abandonment_lets_the_opponent_claim_and_the_ai_claims_its_own(sto
         assert (done.tag, done.result, done.reason) == ("p2p.game_finished", "1", "abandoned")
 
 
+async def test_a_game_both_humans_left_ends_unrated_after_deserted_s(store):
+    clock = Clock()
+    async with running(store, config=settings(deserted_s=600.0), clock=clock) as server, \
+            Client.open(server) as watcher:
+        async with Client.open(server) as a, Client.open(server) as b:
+            await a.send(type="seek", game="connect4", opponent="human", seat=0)
+            await b.send(type="seek", game="connect4", opponent="human", seat=1)
+            gid = (await a.expect("start"))["game_id"]
+            await watcher.send(type="watch", game_id=gid)
+            await watcher.expect("start", game_id=gid)
+        await watcher.expect("state", game_id=gid, abandoned=1)  # b left first; then a
+        table = server.tables[gid]
+        await until(lambda: _true(table.deserted_since == clock.now), 10, "both players gone")
+        clock.now += 599  # not yet: the game stays live
+        await watcher.send(type="ping")
+        await watcher.expect("pong")
+        assert gid in server.tables
+        clock.now += 1
+        over = await watcher.expect("over", game_id=gid)
+        assert (over["result"], over["reason"], over["ratings"]) == ("draw", "deserted", [None, None])
+        done = (await game_events(store, gid))[-1]
+        assert (done.tag, done.result, done.reason, done.ratings) == ("p2p.game_finished", "draw", "deserted",
+                                                                     [None, None])
+        assert gid not in server.tables and server.view.game(gid) is None
+
+
 async def test_a_lonely_seek_is_offered_the_nearest_ai_and_can_be_cancelled(store):
     clock = Clock()
     async with running(store, clock=clock) as server, Client.open(server) as alone:

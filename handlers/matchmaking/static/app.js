@@ -14,7 +14,7 @@ const LIVE_EVERY_MS = 10000;                // the live games list is asked for 
 const GAME_NAMES = { connect4: "Connect Four", tictactoe: "Tic-tac-toe" };
 const REASONS = {
   win: "", draw: "board full", resign: "by resignation", agreement: "by agreement",
-  abandoned: "opponent left", timeout: "on time",
+  abandoned: "opponent left", timeout: "on time", deserted: "both players left (unrated)",
 };
 
 const $ = (id) => document.getElementById(id);
