@@ -11,7 +11,9 @@ ends. Measured after a warm-up:
 
 - move round trip per level: from sending a move to the ``state`` that carries it (the
   server's decode, checks, JetStream append and broadcast); the AI's reply time (from that
-  state to the one with the AI's move) is shown apart;
+  state to the one with the AI's move) is shown apart; and the server's own share of it, from
+  its ``jetzero_p2p_move_seconds`` histogram (frame handled to broadcast, p50 / p99
+  interpolated within its buckets, as Grafana's ``histogram_quantile`` does);
 - games/min, and the server process's CPU per move (its own CPU time, the AI's worker
   processes not included: their work is the AI's);
 - the ceiling, in the same run: a bare websockets echo server (its own process) under the
@@ -79,12 +81,36 @@ async def serve(nats_port: int, data_dir: str, game: str, hard_simulations: int 
                 line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
                 if line == "stats":
                     stats = {"cpu_s": time.process_time(), "moves": server.moves_played,
+                             "move_buckets": move_buckets(server),
                              "ai": msgspec.to_builtins(ai.stats),
                              "hard_simulations": ai.level(HARD).simulations}
                     print(json.dumps(stats), flush=True)
                 elif line in ("quit", ""):
                     break
     await conn.close()
+
+
+def move_buckets(server) -> list[tuple[float, float]]:
+    """The server's move-time histogram: (upper bound, cumulative count) per bucket."""
+    return [(float(sample.labels["le"]), sample.value)
+            for family in server.metrics.registry.collect() if family.name == "jetzero_p2p_move_seconds"
+            for sample in family.samples if sample.name.endswith("_bucket")]
+
+
+def bucket_quantile(q: float, before: list, after: list) -> float:
+    """``q`` of what the histogram counted between two reads, in ms (linear within a bucket)."""
+    counts = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
+    total = counts[-1][1] if counts else 0
+    if not total:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for le, cumulative in counts:
+        if cumulative >= rank:
+            if le == float("inf"):
+                return 1000 * lower
+            return 1000 * (lower + (le - lower) * (rank - below) / max(cumulative - below, 1e-12))
+        lower, below = le, cumulative
+    return 1000 * lower
 
 
 async def echo() -> None:
@@ -329,6 +355,10 @@ def report(args: argparse.Namespace, run: dict, echo_rtts: list[float], selfplay
               f"{len(rtt):>10}")
         ai = tally.ai[level]
         print(f"{f'level {level} AI reply (apart)':<28}{pct(ai, 50):>10.1f}{pct(ai, 99):>10.1f}{len(ai):>10}")
+    server_p50 = bucket_quantile(0.5, before["move_buckets"], after["move_buckets"])
+    server_p99 = bucket_quantile(0.99, before["move_buckets"], after["move_buckets"])
+    print(f"{'server time of a move':<28}{server_p50:>10.1f}{server_p99:>10.1f}"
+          f"{int(after['move_buckets'][-1][1] - before['move_buckets'][-1][1]):>10}")
     print(f"{'echo round trip (ceiling)':<28}{pct(echo_rtts, 50):>10.1f}{pct(echo_rtts, 99):>10.1f}"
           f"{len(echo_rtts):>10}")
     print(f"games/min                   {60 * tally.games / wall:>10.1f}   "
@@ -353,6 +383,7 @@ def report(args: argparse.Namespace, run: dict, echo_rtts: list[float], selfplay
                              "n": len(tally.rtt[lv])} for lv in (EASY, HARD)},
         "ai_reply_ms": {str(lv): {"p50": round(pct(tally.ai[lv], 50), 1),
                                   "p99": round(pct(tally.ai[lv], 99), 1)} for lv in (EASY, HARD)},
+        "server_move_ms": {"p50": round(server_p50, 2), "p99": round(server_p99, 2)},
         "echo_ms": {"p50": round(pct(echo_rtts, 50), 2), "p99": round(pct(echo_rtts, 99), 2)},
         "games_per_min": round(60 * tally.games / wall, 1),
         "server_cpu_ms_per_move": round(cpu_per_move_ms, 3),

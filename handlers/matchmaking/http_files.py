@@ -2,7 +2,8 @@
 
 ``serve_static`` is a ``process_request`` hook for ``websockets.asyncio.server.serve``: a plain
 GET of one of the page's files is answered with that file; a WebSocket upgrade on ``WS_PATH``
-goes on to the handshake (``None``); anything else is a 404. Only the files named in ``FILES``
+goes on to the handshake (``None``); anything else is a 404 (the server answers ``METRICS_PATH``
+itself, before this hook). Only the files named in ``FILES``
 are ever read, so no request path can reach another file (no traversal, no listing).
 """
 
@@ -18,6 +19,7 @@ from websockets.http11 import Request, Response
 
 STATIC = Path(__file__).parent / "static"
 WS_PATH = "/ws"
+METRICS_PATH = "/metrics"  # the server's Prometheus metrics (handlers.matchmaking.metrics)
 
 # request path → (file under STATIC, content type)
 FILES: dict[str, tuple[str, str]] = {

@@ -21,6 +21,8 @@ draw, unrated, reason ``deserted``, so it does not stay live for ever.
 
 AI moves come from ``AiPlayers`` (worker processes, batched): the loop only awaits them.
 
+Metrics (``handlers.matchmaking.metrics``) are served at ``GET /metrics`` on the same port.
+
 Clocks (``clock:`` in config/p2p.yaml, recorded in ``p2p.game_started``): a timer per game
 waits for the seat to move's flag and ends the game ``timeout``; each ``p2p.move_played``
 records the ms left per seat, so a restart rebuilds them (the time the server was down, and the
@@ -49,8 +51,9 @@ from engine.glicko2 import Rating
 from handlers.matchmaking import games as rules
 from handlers.matchmaking import pools, protocol, tokens, views
 from handlers.matchmaking.config import P2PConfig
-from handlers.matchmaking.http_files import WS_PATH, is_upgrade, response, serve_static
+from handlers.matchmaking.http_files import METRICS_PATH, WS_PATH, is_upgrade, response, serve_static
 from handlers.matchmaking.levels import levels_by_number
+from handlers.matchmaking.metrics import CONTENT_TYPE_LATEST, MatchmakingMetrics
 from projections.matchmaking import (
     MatchmakingProjection,
     MatchmakingState,
@@ -176,6 +179,7 @@ class MatchmakingServer:
         self._ai_tasks: set[asyncio.Task] = set()
         self._timers: set[asyncio.Task] = set()  # the games' flag timers
         self.moves_played = 0
+        self.metrics = MatchmakingMetrics(self, run)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -225,6 +229,8 @@ class MatchmakingServer:
     # -- handshake ---------------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?", 1)[0] == METRICS_PATH and not is_upgrade(request):
+            return response(HTTPStatus.OK, self.metrics.exposition(), CONTENT_TYPE_LATEST)
         if is_upgrade(request) and request.path.split("?", 1)[0] == WS_PATH:
             origin = request.headers.get("Origin")
             if origin is not None and not self._origin_allowed(origin, request.headers.get("Host", "")):
@@ -327,6 +333,10 @@ class MatchmakingServer:
             elif isinstance(message, protocol.Games):
                 self._send([client], protocol.GamesList(
                     games=[views.summary(t.room, self._rating_of) for t in self.tables.values()]))
+            elif isinstance(message, protocol.Move):
+                started = time.perf_counter()
+                await self._act(client, message)
+                self.metrics.human_move(time.perf_counter() - started)
             else:
                 await self._act(client, message)
         except _Refused as refused:
@@ -459,6 +469,8 @@ class MatchmakingServer:
                                      exhibition=exhibition, clock_initial_ms=clock.initial_ms if clock else 0,
                                      clock_increment_ms=clock.increment_ms if clock else 0)
         await self._append(started)
+        self.metrics.game_started("exhibition" if exhibition else
+                                  "vs_ai" if any(s.kind == "ai" for s in seats) else "vs_human")
         table = self.tables[game_id] = Table(room)
         now = self.clock()
         for i, player in table.humans():
@@ -526,6 +538,7 @@ class MatchmakingServer:
                 ply=ply, move=after.moves[-1], seat=seat, think_ms=think_ms, model_id=model_id,
                 clocks=list(after.clocks or ())))
             self.moves_played += 1
+            self.metrics.move_played(before.seats[seat].kind)
         ratings: list[protocol.RatingView | None] = [None, None]
         if after.status == "over" and before.status != "over":
             result = "draw" if after.result == "draw" else str(after.result)
@@ -540,6 +553,7 @@ class MatchmakingServer:
                 self.run, id=derived_id(before.game_id, "p2p.game_finished"), game_id=before.game_id,
                 result=result, reason=after.reason, plies=len(after.moves),
                 ratings=list(changes) if changes else [None, None]))
+            self.metrics.game_finished(after.reason or "")
         table.room = after
         table.changed.set()
         audience = self._audience(table)
@@ -673,6 +687,7 @@ class MatchmakingServer:
                 log.warning("matchmaking: AI level %d could not move in %s: %s", level, room.game_id, exc)
                 await asyncio.sleep(0.5 * 2**attempt)
                 continue
+            self.metrics.ai_move(level, float(getattr(answer, "think_ms", 0.0)) / 1000.0)
             async with table.lock:
                 now_room = table.room
                 if now_room.status == "over" or len(now_room.moves) != len(room.moves):

@@ -1,8 +1,10 @@
-"""The Grafana dashboard (``config/grafana/jetzero.json``) asks only for metrics the health
-process really serves: every ``jetzero_*`` name in its queries is in a real scrape."""
+"""The Grafana dashboard (``config/grafana/jetzero.json``) asks only for metrics jetzero really
+serves: every ``jetzero_*`` name in its queries is in a real scrape of the health process or of
+the matchmaking server (``GET /metrics`` on its port, after a game against the real AI)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import urllib.request
@@ -32,6 +34,8 @@ def exposed_names(text: str) -> set[str]:
     names = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\w+)$", text, re.M):
         names.add(f"{name}_total" if kind == "counter" and not name.endswith("_total") else name)
+        if kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
     names |= set(re.findall(r"^(jetzero_[a-z0-9_]+)[{ ]", text, re.M))
     return names
 
@@ -57,6 +61,24 @@ async def test_every_metric_the_dashboard_queries_is_served(nats_settings, store
             text = answer.read().decode()
     finally:
         await stop_health(task, stop)
+    text += await matchmaking_exposition(nats_settings, store)
     wanted = queried_names(json.loads(DASHBOARD.read_text()))
-    assert len(wanted) >= 20
+    assert len(wanted) >= 30 and any(name.startswith("jetzero_p2p_") for name in wanted)
     assert sorted(wanted - exposed_names(text)) == []
+
+
+async def matchmaking_exposition(nats_settings, store) -> str:
+    """The matchmaking server's exposition after one game against the real AI (level 1)."""
+    from handlers.matchmaking.ai import AiPlayers, AiSettings
+    from tests.integration.test_matchmaking_server import RUN, Client, play_out, running
+
+    async with AiPlayers.open(AiSettings(workers=1, max_think_ms=200, batch_wait_ms=0), nats_settings,
+                              RUN) as ai, running(store, ai=ai) as server, Client.open(server) as player:
+        await player.send(type="seek", game="tictactoe", opponent="ai", level=1, seat=0)
+        await play_out(player, await player.expect("start", timeout=60))
+
+        def get() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as answer:
+                return answer.read().decode()
+
+        return await asyncio.to_thread(get)  # the server answers from this event loop

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import urllib.request
 from types import SimpleNamespace
 from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -127,6 +129,18 @@ async def game_events(store, game_id: str) -> list[Any]:
     return [stored.event async for stored in store.read(subject_filter=filt)]
 
 
+async def scrape(server: MatchmakingServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The server's ``/metrics`` over real HTTP: (sample name, sorted labels) -> value."""
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as answer:
+            assert answer.headers["Content-Type"].startswith("text/plain")
+            return answer.read().decode()
+
+    text = await asyncio.to_thread(get)  # the server answers from this test's event loop
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 async def test_human_vs_ai_to_the_end_is_recorded_and_rated(store):
     async with running(store) as server, Client.open(server, name="ann") as ann:
         await ann.send(type="seek", game="tictactoe", opponent="ai", level=2, seat=0)
@@ -140,6 +154,18 @@ async def test_human_vs_ai_to_the_end_is_recorded_and_rated(store):
         assert tags[0] == "p2p.game_started" and tags[-1] == "p2p.game_finished"
         assert [e.move for e in events if e.tag == "p2p.move_played"] == [0, 1, 2, 3, 4, 5, 6]
         assert events[-1].ratings[0].player == ann.welcome["player"]
+        # the metrics count what the log holds
+        seen = await scrape(server)
+        run = (("run", RUN),)
+        humans = sum(1 for e in events if e.tag == "p2p.move_played" and e.seat == 0)
+        assert seen[("jetzero_p2p_moves_total", (("player", "human"), *run))] == humans == 4
+        assert seen[("jetzero_p2p_moves_total", (("player", "ai"), *run))] == 3
+        assert seen[("jetzero_p2p_move_seconds_count", run)] == humans
+        assert seen[("jetzero_p2p_ai_move_seconds_count", (("level", "2"), *run))] == 3
+        assert seen[("jetzero_p2p_games_started_total", (("kind", "vs_ai"), *run))] == 1
+        assert seen[("jetzero_p2p_games_finished_total", (("reason", "win"), *run))] == 1
+        assert seen[("jetzero_p2p_live_games", run)] == 0 and seen[("jetzero_p2p_connections", run)] == 1
+        assert seen[("jetzero_p2p_players_online", run)] == 1
     runner = ProjectionRunner(store, MatchmakingProjection(), RUN, use_snapshots=False)
     view = await runner.catch_up()
     assert view.live_games() == [] and view.rating("ai-2").games == 1
@@ -158,6 +184,12 @@ async def test_human_vs_the_real_ai_to_the_end(store, nats_settings):
             events = await game_events(store, start["game_id"])
             ai_moves = [e for e in events if e.tag == "p2p.move_played" and e.seat == 0]
             assert ai_moves and all(e.model_id == "initial-tictactoe" for e in ai_moves)
+            seen = await scrape(server)
+            raw = (("kind", "raw_policy"), ("run", RUN))
+            lane = ai.stats.raw_policy  # level 1's lane (a blunder skips the network)
+            assert lane.moves == len(ai_moves)
+            assert seen[("jetzero_p2p_ai_evaluations_total", raw)] == lane.evaluations
+            assert seen[("jetzero_p2p_ai_mean_batch", raw)] == pytest.approx(lane.mean_batch)
 
 
 async def test_two_humans_paired_a_spectator_watches_and_a_resign_rates_both(store):
