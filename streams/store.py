@@ -303,19 +303,23 @@ class EventStore:
 
     async def stream_state(self, stream: str = names.EVENTS) -> StreamState:
         """Size and sequence range of a stream."""
-        try:
-            info = await self.js.stream_info(stream)
-        except NotFoundError:
-            raise StoreError(f"stream {stream} does not exist") from None
+        info = await self._stream_info(stream)
         st = info.state
         return StreamState(stream, int(st.messages), int(st.bytes), int(st.first_seq), int(st.last_seq))
 
     async def last_seq(self, stream: str = names.EVENTS) -> int:
+        return int((await self._stream_info(stream)).state.last_seq)
+
+    async def _stream_info(self, stream: str):
+        """The stream's info; every way of not getting it is a ``StoreError`` saying which."""
         try:
-            info = await self.js.stream_info(stream)
+            return await self.js.stream_info(stream)
         except NotFoundError:
             raise StoreError(f"stream {stream} does not exist") from None
-        return int(info.state.last_seq)
+        except APIError as exc:  # 503 while the cluster elects a leader, and the like
+            raise StoreError(f"stream {stream}: {exc.description}") from None
+        except TimeoutError:  # nats-py's own subclasses it: no server answered
+            raise StoreError(f"stream {stream}: no server answered in time") from None
 
     async def replay(
         self,
@@ -464,6 +468,8 @@ class EventStore:
             )
         except APIError as exc:
             raise StoreError(f"read {stream}: {exc.description}") from None
+        except TimeoutError:  # nats-py's own subclasses it: no server answered (cut off, election)
+            raise StoreError(f"read {stream}: no server answered in time") from None
 
     @staticmethod
     async def _pending(sub) -> int:

@@ -23,10 +23,14 @@
   version, config digest, games/s, evals/s) every ``health.interval_s``; ``node.left`` and
   the status removed when it stops.
 
-A lost connection is reconnected forever (``streams.connection``); a worker whose append
-fails on the outage is restarted. Nothing is published twice: every event's id is derived
-from its cause, and a sync already recorded for the same champion is not recorded again
-after a restart.
+A lost connection is reconnected forever (``streams.connection``), and the agent keeps
+working on what it has meanwhile: selfplay publishes through a ``GameOutbox``, so its finished
+games wait in memory (up to ``OUTBOX_LIMIT``, then play waits) while no server answers, and
+are stored once one does. Nothing is published twice: every event's id is derived from its
+cause or fixed when the game finishes, a resent game is deduplicated by its id (and, past the
+stream's duplicate window, looked up before it is resent), and a sync already recorded for
+the same champion is not recorded again after a restart. Stopping is bounded: the games not
+yet stored get ``FLUSH_S``, ``node.left`` gets ``LEAVE_S``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -60,16 +65,22 @@ from streams.cluster_events import NodeRefused
 from streams.commands import NodeResync
 from streams.config import NatsSettings
 from streams.connection import connect
-from streams.envelope import derived_id, tag_of
+from streams.envelope import Event, derived_id, tag_of
 from streams.errors import AgentRefused, ConfigError
 from streams.kv import Heartbeat, get_value
 from streams.store import EventStore
 
-__all__ = ["AGENT_ROLES", "Agent", "AgentOptions", "run_agent"]
+__all__ = ["AGENT_ROLES", "Agent", "AgentOptions", "GameOutbox", "run_agent"]
 
 AGENT_ROLES = ("selfplay", "eval")
 RESTART_BACKOFF_S = 1.0
 WAIT_POLL_S = 0.5
+OUTBOX_LIMIT = 10_000  # finished games held while no server answers; then selfplay waits
+OUTBOX_BATCH = 1_000  # games stored by one append
+OUTBOX_ATTEMPT_S = 5.0  # one append's wait for its acknowledgements before it is resent
+FLUSH_S = 5.0  # at stop: how long the games not yet stored may take
+LEAVE_S = 5.0  # at stop: how long node.left may take (past it, the status's TTL says it)
+WORKERS_STOP_S = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +103,86 @@ class AgentOptions:
                               f"{', '.join(ROLE_SERVICES)} (under fenced leases)")
 
 
+class GameOutbox(EventStore):
+    """The store an agent's selfplay worker publishes through: ``append_many`` hands the
+    finished games over and returns at once (its sequences are 0: not stored yet), so play
+    goes on while no server answers. ``send`` stores them, oldest first, resending the same
+    events until acknowledged: the stream deduplicates a resent id within its duplicate
+    window, and past it the ids already stored are looked up and not resent. Every other
+    call is the store's own."""
+
+    def __init__(self, store: EventStore, limit: int = OUTBOX_LIMIT):
+        super().__init__(store.log)
+        self.limit = limit
+        self.pending: deque[Event] = deque()
+        self.stored = 0
+        self.closed = False  # stopping: no more waiting for room
+        self._changed = asyncio.Condition()
+
+    async def append_many(self, events: Iterable[Event], *, window: int = 4000,
+                          timeout: float = 30.0) -> list[int]:
+        batch = list(events)
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.pending) < self.limit or self.closed)
+            self.pending.extend(batch)
+            self._changed.notify_all()
+        return [0] * len(batch)
+
+    async def send(self) -> None:
+        """Store the held games until cancelled."""
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda: bool(self.pending))
+                batch = [self.pending[i] for i in range(min(OUTBOX_BATCH, len(self.pending)))]
+            await self._store(batch)
+            async with self._changed:
+                for _ in batch:
+                    self.pending.popleft()
+                self.stored += len(batch)
+                self._changed.notify_all()
+
+    async def _store(self, batch: list[Event]) -> None:
+        """Append ``batch`` until it is acknowledged, every copy under its own id."""
+        first_sent = time.time()
+        window = self.log.settings.duplicate_window_s
+        while batch:
+            try:
+                await super().append_many(batch, timeout=OUTBOX_ATTEMPT_S)
+                return
+            except Exception as exc:  # noqa: BLE001 - no server, no leader: resent after a pause
+                log.warning("game outbox: %d games not stored yet (%s: %s); resending",
+                            len(batch), exc.__class__.__name__, exc)
+            await asyncio.sleep(RESTART_BACKOFF_S)
+            if time.time() - first_sent > 0.8 * window:  # dedupe may have forgotten the first copy
+                batch, first_sent = await self._not_stored(batch, first_sent), time.time()
+
+    async def _not_stored(self, batch: list[Event], since: float) -> list[Event]:
+        """The events of ``batch`` not stored since ``since`` (all of them if that cannot be read)."""
+        stored: set[str] = set()
+        try:
+            for aggregate in {(e.STREAM, e.run, e.aggregate()) for e in batch}:
+                async for s in self.read(aggregate[0], subject_filter=names.aggregate_filter(*aggregate),
+                                         start_time=since - 1.0):
+                    stored.add(getattr(s.event, "id", ""))
+        except Exception as exc:  # noqa: BLE001 - unknown: looked up again before the next resend
+            log.warning("game outbox: stored games not read (%s)", exc)
+            return batch
+        return [e for e in batch if e.id not in stored]
+
+    def close(self) -> None:
+        """Stop making selfplay wait for room (the agent is stopping)."""
+        self.closed = True
+
+    async def flush(self, within: float) -> int:
+        """Wait up to ``within`` seconds for every held game to be stored; how many were not."""
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: not self.pending), within)
+        except TimeoutError:
+            pass
+        return len(self.pending)
+
+
 class Agent:
     """One node agent on an open connection (``ctx``: store, run, loop status, stop)."""
 
@@ -109,6 +200,7 @@ class Agent:
         self._tasks: list[asyncio.Task] = []
         self.index = 0  # the selfplay worker's seed index (this node, this join)
         self._singletons_running = False
+        self.outbox = GameOutbox(ctx.store)
 
     @property
     def store(self) -> EventStore:
@@ -191,6 +283,7 @@ class Agent:
         commands_from = await self.store.last_seq(names.COMMANDS) + 1
         self._tasks = [
             asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._retrying("game outbox", self.outbox.send)),
             asyncio.create_task(self._retrying("model sync", self._follow_champion)),
             asyncio.create_task(self._retrying("command inbox", lambda: self._inbox(commands_from))),
         ]
@@ -214,7 +307,11 @@ class Agent:
             reason = f"failed: {exc.__class__.__name__}: {exc}"
             raise
         finally:
+            self.outbox.close()
             await self._stop_workers()
+            if unsent := await self.outbox.flush(FLUSH_S):
+                log.warning("agent %s: %d finished games not stored within %.0f s of stopping",
+                            self.name, unsent, FLUSH_S)
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -224,13 +321,17 @@ class Agent:
     async def _leave(self, reason: str) -> None:
         if self.joined is None:
             return
+        left = ev.NodeLeft(id=derived_id(self.joined.id, "agent-left"), time=time.time(),
+                           run=self.ctx.run, causation_id=self.joined.id, node=self.name, reason=reason)
         try:
-            await self.store.append(ev.NodeLeft(
-                id=derived_id(self.joined.id, "agent-left"), time=time.time(), run=self.ctx.run,
-                causation_id=self.joined.id, node=self.name, reason=reason))
-            await drop_status(self.store.log, self.ctx.run, self.name)
+            await asyncio.wait_for(self._record_leaving(left), LEAVE_S)
         except Exception as exc:  # noqa: BLE001 - leaving over a dead connection: the TTL says it
-            log.warning("agent %s: node.left not recorded: %s", self.name, exc)
+            log.warning("agent %s: node.left not recorded: %s", self.name,
+                        exc or exc.__class__.__name__)
+
+    async def _record_leaving(self, left: ev.NodeLeft) -> None:
+        await self.store.append(left)
+        await drop_status(self.store.log, self.ctx.run, self.name)
 
     def _start_singletons(self, in_force: ConfigInForce) -> None:
         """The node's singleton services, each run while this node holds its fenced lease."""
@@ -285,13 +386,13 @@ class Agent:
         tasks = [task for task, _ in self._workers]
         self._workers = []
         try:
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WORKERS_STOP_S)
         except TimeoutError:
-            log.warning("agent %s: a worker did not stop within 30 s", self.name)
+            log.warning("agent %s: a worker did not stop within %.0f s", self.name, WORKERS_STOP_S)
 
     async def _selfplay(self, in_force: ConfigInForce, stop: asyncio.Event) -> None:
         extra = {"node": self.selfplay_name, "index": self.index, "champion": self.playing}
-        await play(dataclasses.replace(self.ctx, stop=stop, extra=extra), in_force.loop)
+        await play(dataclasses.replace(self.ctx, stop=stop, extra=extra, store=self.outbox), in_force.loop)
 
     async def _evaluate(self, in_force: ConfigInForce, stop: asyncio.Event) -> None:
         self.eval_worker = EvalWorker(

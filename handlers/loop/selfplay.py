@@ -39,6 +39,7 @@ from streams.kv import Heartbeat, beat
 from streams.objects import get_object
 
 log = logging.getLogger(__name__)
+BEAT_WAIT_S = 1.0  # a heartbeat's wait for the server before it is skipped
 
 
 @dataclass
@@ -165,10 +166,18 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
 
 
 async def _beat(ctx, worker: str, model_id: str, totals: Totals, *, paused: bool = False) -> None:
+    """The worker's heartbeat; skipped while the connection is lost, and when no server takes
+    it within ``BEAT_WAIT_S`` (the next says the same), so the games go on meanwhile."""
+    if not ctx.log.nc.is_connected:
+        return
     detail = totals.rates()
     detail["paused"] = 1.0 if paused else 0.0
-    await beat(ctx.log, ctx.run, Heartbeat(node=worker, host=socket.gethostname(),
-                                          roles=["selfplay"], model_id=model_id, detail=detail))
+    heartbeat = Heartbeat(node=worker, host=socket.gethostname(), roles=["selfplay"],
+                          model_id=model_id, detail=detail)
+    try:
+        await asyncio.wait_for(beat(ctx.log, ctx.run, heartbeat), BEAT_WAIT_S)
+    except Exception as exc:  # noqa: BLE001 - a lost beat is retried at the next interval
+        log.debug("selfplay %s: heartbeat skipped (%s)", worker, exc.__class__.__name__)
 
 
 async def serve(ctx, config: LoopConfig) -> None:
