@@ -3,13 +3,21 @@ validations (``scripts/pipeline_orchestrator.py --pr N --validate`` is the same 
 guide's flags). The work is ``handlers.pipeline``'s; this module parses flags, shows progress
 (a rich bar with the SPRT's LLR between its bounds, on a terminal only) and writes the reports.
 
+``validate --train`` has the pipeline train the candidate with the PR's training code on a data
+snapshot: ``--data FILE`` (games exported earlier with ``jetzero events export --stream GAMES``),
+or else the run's games exported from the log for this validation by that same exporter.
+
 ``validate`` exits 0 when every gate passed, 1 when a gate failed, 2 when it could not run.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +28,7 @@ from scripts.common import DEFAULT_CONFIG, echo_json, fmt_time, guarded, loop_co
 app = typer.Typer(help="CI pipeline: validate a PR against its base (quality, strength, match, speed, tests)",
                   no_args_is_help=True)
 
+ROOT = Path(__file__).resolve().parents[1]  # this jetzero's checkout (its exporter)
 ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", "-c",
                             help="the loop's config: game, network, nats and run (events, champion)")
 
@@ -92,6 +101,31 @@ class _Progress:
             self.bar.update(self.speed_task, completed=done, total=total, info=f"round {done}/{total}")
 
 
+def _export_snapshot(config: Path, cfg, run: str, folder: Path) -> Path:
+    """The run's games exported from its log by ``jetzero events export --stream GAMES`` into
+    ``folder``; one line and exit 2 when that fails."""
+    from streams.server import start_if_needed
+
+    path = folder / f"snapshot-{run}.jsonl"
+    temporary = guarded(lambda: start_if_needed(cfg.nats), code=2)
+    try:
+        with open(path, "wb") as out:
+            done = subprocess.run(
+                [sys.executable, "-m", "scripts.cli", "events", "export", "--stream", "GAMES", "--run", run,
+                 "--config", str(config.resolve()), "--quiet"],
+                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.PIPE,
+                text=True)
+    finally:
+        if temporary is not None:
+            temporary.stop()
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        typer.echo(f"error: could not run: exporting run {run}'s games from the log: "
+                   f"{last.removeprefix('error: ')}", err=True)
+        raise typer.Exit(2)
+    return path
+
+
 @app.command()
 def validate(
     pr: int = typer.Option(0, "--pr", help="the pull request's number (named in reports and events)"),
@@ -110,8 +144,17 @@ def validate(
     record: bool = typer.Option(True, "--record/--no-record",
                                 help="record the validation's events in the run's log when reachable"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or gate lines"),
+    train: bool = typer.Option(False, "--train",
+                               help="train the candidate with the PR's training code (config train:) "
+                                    "from the baseline's weights on a data snapshot"),
+    data: Path = typer.Option(None, "--data",
+                              help="with --train: the data snapshot (`jetzero events export --stream "
+                                   "GAMES --run RUN > FILE`); default: the run's games, exported now"),
+    run: str = typer.Option(None, "--run", help="the run whose log is used: events, champion, "
+                                                "snapshot (default: the config's run)"),
 ) -> None:
     """Validate the PR's code and model against the base's; exit 0 passed, 1 failed, 2 could not run."""
+    from handlers.loop.config import load_loop_config
     from handlers.pipeline.config import load_pipeline_config
     from handlers.pipeline.history import LogRecorder, champion_to
     from handlers.pipeline.report import markdown_summary, write_junit, write_summary
@@ -119,18 +162,31 @@ def validate(
     from handlers.pipeline.validate import validate as run_validation
 
     cfg = loop_config(config)
+    if run is not None:
+        cfg = guarded(lambda: load_loop_config(config, {"run": run}), code=2)
     settings = guarded(lambda: load_pipeline_config(pipeline_config, _overrides(overrides)), code=2)
-    for name, path in (("--candidate", candidate), ("--baseline-model", baseline_model)):
+    for name, path in (("--candidate", candidate), ("--baseline-model", baseline_model), ("--data", data)):
         if path is not None and not path.is_file():
             typer.echo(f"error: could not run: {name} {path}: no such file", err=True)
             raise typer.Exit(2)
+    for problem, flags in ((data is not None and not train, "--data needs --train"),
+                           (train and candidate is not None, "--train and --candidate exclude each other")):
+        if problem:
+            typer.echo(f"error: could not run: {flags}", err=True)
+            raise typer.Exit(2)
+    stack = ExitStack()
+    snapshot, label = (data, str(data)) if data is not None else (None, "")
+    if train and data is None:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jetzero-snapshot-")))
+        snapshot, label = _export_snapshot(config, cfg, cfg.run, folder), f"log:{cfg.run}"
     request = ValidationRequest(
         repo=str(repo.resolve()), config=settings, game=cfg.game.name, game_params=dict(cfg.game.params),
         network=cfg.network, run=cfg.run, pr=pr, base_ref=base,
         candidate_model=str(candidate or ""), baseline_model=str(baseline_model or ""),
-        test_command=test_command)
+        test_command=test_command, train=train, snapshot=str(snapshot or ""), snapshot_label=label,
+        train_config=cfg.training.train)
     show = not quiet and sys.stderr.isatty()
-    with _Progress(show) as progress:
+    with stack, _Progress(show) as progress:
         note = progress.note if not quiet else (lambda text: None)
         recorder = LogRecorder(cfg.nats, note=note) if record else None
         hooks = Hooks(note=note, gate_started=progress.gate_started,
@@ -145,7 +201,8 @@ def validate(
             raise typer.Exit(130) from None
     write_junit(junit, result.gates or _setup_error(result), pr=pr)
     summary = markdown_summary(result.verdict, result.gates, pr=pr, base=result.base_commit,
-                               head=result.head_commit, reason=result.reason, seconds=result.seconds)
+                               head=result.head_commit, reason=result.reason, seconds=result.seconds,
+                               training=result.training)
     if write_summary(summary) is None and not quiet:
         typer.echo(summary)
     word = {"passed": "PASSED", "failed": "FAILED"}.get(result.verdict)

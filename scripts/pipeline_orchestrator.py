@@ -4,6 +4,7 @@
     python scripts/pipeline_orchestrator.py --pr 123 --validate [--candidate FILE] [--base REF]
         [--baseline-model FILE] [--config PATH] [--pipeline-config PATH] [--junit PATH]
         [--test-command CMD] [--set KEY=VALUE ...] [--no-record] [--quiet]
+        [--train [--data SNAPSHOT]] [--run RUN]
     python scripts/pipeline_orchestrator.py --history [--config PATH] [--json]
 
 ``--validate`` exits 0 when every gate passed, 1 when one failed, 2 when it could not run.
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--junit", default=None)
     parser.add_argument("--test-command", default=None)
     parser.add_argument("--repo", default=None)
+    parser.add_argument("--train", action="store_true",
+                        help="train the candidate with the PR's training code on a data snapshot")
+    parser.add_argument("--data", default=None, help="with --train: the data snapshot (default: the "
+                                                     "run's games, exported from the log)")
+    parser.add_argument("--run", default=None, help="the run whose log is used (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--quiet", "-q", action="store_true")
@@ -45,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
             prog_name="pipeline_orchestrator.py")
         return
     command = ["validate", "--pr", str(args.pr), "--config", args.config]
-    for flag in ("candidate", "base", "baseline_model", "pipeline_config", "junit", "test_command", "repo"):
+    for flag in ("candidate", "base", "baseline_model", "pipeline_config", "junit", "test_command", "repo",
+                 "data", "run"):
         value = getattr(args, flag)
         if value:
             command += [f"--{flag.replace('_', '-')}", value]
@@ -53,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         command += ["--set", pair]
     command += ["--no-record"] if args.no_record else []
     command += ["--quiet"] if args.quiet else []
+    command += ["--train"] if args.train else []
     app(command, prog_name="pipeline_orchestrator.py")
 
 

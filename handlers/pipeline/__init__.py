@@ -10,8 +10,11 @@ __all__ = [
     "model_checks",
     "protocol",
     "report",
+    "snapshot",
     "speed",
     "tests_gate",
+    "train",
+    "train_process",
     "validate",
     "worktree",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "SpeedGate",
     "StrengthGate",
     "TestsGate",
+    "TrainSettings",
     "load_pipeline_config",
 ]
 
@@ -136,6 +137,26 @@ class TestsGate(msgspec.Struct, **_STRICT):  # type: ignore[call-arg]
         _at_least(self.timeout_s, 1.0, "tests.timeout_s")
 
 
+class TrainSettings(msgspec.Struct, **_STRICT):  # type: ignore[call-arg]
+    """The candidate the pipeline trains (``--train``): a short run of the PR's training code,
+    from ``seed``, on a data snapshot, starting from the baseline's weights. The rest of the
+    optimiser settings are the run's (``training.train`` of the loop config)."""
+
+    steps: int = 200
+    batch_size: int = 64
+    seed: int = 0
+    lr: float = 0.0  # 0: the run's training.train.lr
+    augment: bool = True  # a random symmetry per sample, as the trainer does
+    timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        _at_least(self.steps, 1, "train.steps")
+        _at_least(self.batch_size, 1, "train.batch_size")
+        _at_least(self.seed, 0, "train.seed")
+        _at_least(self.lr, 0.0, "train.lr")
+        _at_least(self.timeout_s, 1.0, "train.timeout_s")
+
+
 class PipelineConfig(msgspec.Struct, **_STRICT):  # type: ignore[call-arg]
     torch_threads: int = 1
     seed: int = 0
@@ -144,6 +165,7 @@ class PipelineConfig(msgspec.Struct, **_STRICT):  # type: ignore[call-arg]
     match: MatchGate = MatchGate()
     speed: SpeedGate = SpeedGate()
     tests: TestsGate = TestsGate()
+    train: TrainSettings = TrainSettings()
 
     def __post_init__(self) -> None:
         _at_least(self.torch_threads, 1, "torch_threads")

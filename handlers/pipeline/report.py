@@ -3,8 +3,10 @@
 JUnit (``junitparser``): one test suite ``jetzero-pipeline``, one test case per gate (its time,
 its figures in the message and in system-out); a failed gate is a ``<failure>``, a gate that
 could not run an ``<error>``, a gate turned off ``<skipped>``. The markdown has the verdict,
-the gate table, the SPRT's LLR and bounds, Elo ± interval and pentanomial counts, and the speed
-ratio; it goes to ``$GITHUB_STEP_SUMMARY`` when set (appended), else to stdout.
+the gate table, the SPRT's LLR and bounds, Elo ± interval and pentanomial counts, the speed
+ratio, and, when the pipeline trained the candidate, the training (snapshot and its digest, seed,
+steps, losses, seconds, the model's digest); it goes to ``$GITHUB_STEP_SUMMARY`` when set
+(appended), else to stdout.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from pathlib import Path
 
 from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
-from streams.pipeline_events import GateOutcome
+from streams.pipeline_events import GateOutcome, TrainingRun
 
-__all__ = ["figures_text", "markdown_summary", "write_junit", "write_summary"]
+__all__ = ["figures_text", "markdown_summary", "training_lines", "write_junit", "write_summary"]
 
 SUITE = "jetzero-pipeline"
 MARK = {"passed": "✅ passed", "failed": "❌ failed", "error": "⚠️ error", "skipped": "➖ skipped"}
@@ -59,8 +61,27 @@ def _ci(x: float) -> str:
     return "inf" if math.isinf(x) or math.isnan(x) else f"{x:.1f}"
 
 
+def training_lines(run: TrainingRun) -> list[str]:
+    """The markdown section of a candidate the pipeline trained (or failed to)."""
+    span = (f", GAMES #{run.snapshot_first_seq}..#{run.snapshot_last_seq}"
+            if run.snapshot_last_seq else "")
+    lines = ["", "### Candidate trained by the PR's training code", "",
+             f"- snapshot `{run.snapshot}`: {run.snapshot_games} games{span}, sha256 "
+             f"`{run.snapshot_digest[:16] or '?'}`"]
+    if run.status != "trained":
+        return [*lines, f"- **training failed**: {run.message.replace('|', '/')}"]
+    return [*lines,
+            f"- {run.steps} steps of {run.batch_size} on {run.samples} positions, seed {run.seed}, "
+            f"from the baseline `{run.parent_digest[:12]}`",
+            f"- loss: policy {run.policy_loss:.4f} (final {run.final_policy_loss:.4f}), value "
+            f"{run.value_loss:.4f} (final {run.final_value_loss:.4f})",
+            f"- {run.seconds:.1f} s of training ({run.wall_seconds:.1f} s with start-up); candidate "
+            f"`{run.model_id}` (weights `{run.model_digest[:16]}`)"]
+
+
 def markdown_summary(verdict: str, gates: list[GateOutcome], *, pr: int = 0, base: str = "",
-                     head: str = "", reason: str = "", seconds: float = 0.0) -> str:
+                     head: str = "", reason: str = "", seconds: float = 0.0,
+                     training: TrainingRun | None = None) -> str:
     title = f"PR #{pr}" if pr else "this change"
     lines = [f"## jetzero pipeline: {title} {MARK.get(verdict, verdict)}", ""]
     if base or head:
@@ -71,6 +92,8 @@ def markdown_summary(verdict: str, gates: list[GateOutcome], *, pr: int = 0, bas
     lines += ["| gate | result | details |", "|---|---|---|"]
     for g in gates:
         lines.append(f"| {g.gate} | {MARK.get(g.status, g.status)} | {g.message.replace('|', '/')} |")
+    if training is not None:
+        lines += training_lines(training)
     match = next((g for g in gates if g.gate == "match" and "llr" in g.figures), None)
     if match is not None:
         f = match.figures

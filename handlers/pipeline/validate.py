@@ -3,11 +3,14 @@ against the baseline (the base ref's code in a temporary worktree and the champi
 model), gate by gate, to a verdict and an exit code.
 
 ``validate(request, hooks)`` resolves the base commit and both models (weights-only loads,
-digest, game and architecture checked), then runs the enabled gates in order: ``quality`` and
+digest, game and architecture checked; with ``train`` the candidate is trained first by the PR's
+own training code from the baseline's weights on the request's data snapshot,
+``handlers.pipeline.train``), then runs the enabled gates in order: ``quality`` and
 ``strength`` on the loaded nets, ``match`` and ``speed`` between two engine processes (one per
 checkout, ``handlers.pipeline.engines``), ``tests`` in this checkout. Exit code 0 when every
 gate passed (or was skipped), 1 when one failed, 2 when the pipeline could not run (a bad
-argument, an unreadable model, a missing base ref, an engine that crashed) — with ``reason``
+argument, an unreadable model, a missing base ref, an engine or a training that crashed, an
+empty or corrupt snapshot) — with ``reason``
 the one line that says which. The worktree and the engines are gone when it returns, also
 after Ctrl-C or SIGTERM. ``hooks`` report progress and record the two events.
 """
@@ -28,16 +31,18 @@ from engine.checkpoint import load_checkpoint_file, make_meta, save_checkpoint_f
 from engine.errors import CheckpointError
 from engine.games import get_game
 from engine.network import NetworkConfig, build_network, set_torch_threads
+from engine.settings import TrainConfig
 from handlers.pipeline.config import PipelineConfig
 from handlers.pipeline.engines import EngineMissing, EngineProcess, EngineSide
 from handlers.pipeline.match import MatchOutcome, match_gate
 from handlers.pipeline.model_checks import nonfinite_weights, quality_gate, strength_gate
 from handlers.pipeline.speed import speed_gate
 from handlers.pipeline.tests_gate import tests_gate
+from handlers.pipeline.train import TrainingFailed, check_snapshot, train_candidate
 from handlers.pipeline.worktree import base_worktree, head_commit, merge_base, terminate_as_interrupt
 from streams.envelope import new_id
 from streams.errors import JetzeroError
-from streams.pipeline_events import GateOutcome, ValidationCompleted, ValidationRequested
+from streams.pipeline_events import GateOutcome, TrainingRun, ValidationCompleted, ValidationRequested
 
 __all__ = ["Hooks", "ValidationRequest", "ValidationResult", "validate"]
 
@@ -56,6 +61,10 @@ class ValidationRequest(msgspec.Struct, frozen=True, kw_only=True):
     candidate_model: str = ""  # "": the baseline's model (a change to code only)
     baseline_model: str = ""  # "": a fresh net seeded with config.seed
     test_command: str = ""
+    train: bool = False  # train the candidate with the PR's training code (config.train) on ``snapshot``
+    snapshot: str = ""  # the data snapshot file (handlers.pipeline.snapshot)
+    snapshot_label: str = ""  # how events name it ("": its path)
+    train_config: TrainConfig = TrainConfig()  # the run's trainer settings (training.train)
 
 
 @dataclass
@@ -69,6 +78,7 @@ class ValidationResult:
     base_commit: str = ""
     head_commit: str = ""
     match: MatchOutcome | None = None
+    training: TrainingRun | None = None
 
 
 @dataclass
@@ -96,7 +106,29 @@ def _fresh_model(req: ValidationRequest, folder: Path) -> Path:
     return path
 
 
-def _models(req: ValidationRequest, folder: Path, hooks: Hooks):
+def _train(req: ValidationRequest, folder: Path, hooks: Hooks, baseline: Path, state: dict) -> Path:
+    """The candidate trained by the PR's code from ``baseline`` (``state["training"]`` says how)."""
+    game = get_game(req.game, **req.game_params)
+    label = req.snapshot_label or req.snapshot
+    state["training"] = TrainingRun(status="error", snapshot=label, seed=req.config.train.seed)
+    snapshot = check_snapshot(req.snapshot, game)
+    state["training"] = TrainingRun(status="error", snapshot=label, snapshot_digest=snapshot.digest,
+                                    snapshot_games=snapshot.games, snapshot_first_seq=snapshot.first_seq,
+                                    snapshot_last_seq=snapshot.last_seq, seed=req.config.train.seed)
+    settings = req.config.train
+    hooks.note(f"training the candidate: {settings.steps} steps of {settings.batch_size} (seed "
+               f"{settings.seed}) on {snapshot.games} games of {label} (sha256 {snapshot.digest[:12]})")
+    out = folder / "candidate-trained.pt"
+    run = train_candidate(repo=req.repo, snapshot=snapshot, baseline=baseline, out=out, game=game,
+                          game_params=req.game_params, train=req.train_config, settings=settings,
+                          threads=req.config.torch_threads, label=label)
+    state["training"] = run
+    hooks.note(f"trained {run.model_id} in {run.seconds:.1f} s ({run.wall_seconds:.1f} s with start-up): "
+               f"final policy loss {run.final_policy_loss:.3f}, value loss {run.final_value_loss:.3f}")
+    return out
+
+
+def _models(req: ValidationRequest, folder: Path, hooks: Hooks, state: dict):
     game = get_game(req.game, **req.game_params)
     baseline_path = Path(req.baseline_model) if req.baseline_model else None
     if baseline_path is None and hooks.baseline_from_log is not None:
@@ -112,7 +144,14 @@ def _models(req: ValidationRequest, folder: Path, hooks: Hooks):
         base_net, base_meta = load_checkpoint_file(baseline_path, expect_game=game)
     except CheckpointError as exc:
         raise CouldNotRun(f"baseline model {baseline_path}: {exc}") from None
-    cand_path = Path(req.candidate_model) if req.candidate_model else baseline_path
+    if req.train:
+        try:
+            cand_path = _train(req, folder, hooks, baseline_path, state)
+        except TrainingFailed as exc:
+            state["training"] = msgspec.structs.replace(state["training"], message=str(exc)[:1000])
+            raise CouldNotRun(f"training the candidate: {exc}") from None
+    else:
+        cand_path = Path(req.candidate_model) if req.candidate_model else baseline_path
     try:
         cand_net, cand_meta = load_checkpoint_file(cand_path, expect_game=game,
                                                    expect_arch=base_meta.architecture)
@@ -137,16 +176,20 @@ def validate(req: ValidationRequest, hooks: Hooks | None = None) -> ValidationRe
     hooks = hooks or Hooks()
     vid, start = new_id(), time.perf_counter()
     gates: list[GateOutcome] = []
-    state: dict = {"base_commit": "", "head": head_commit(req.repo), "match": None}
+    state: dict = {"base_commit": "", "head": head_commit(req.repo), "match": None, "training": None}
 
     def result(verdict: str, code: int, reason: str) -> ValidationResult:
         res = ValidationResult(vid, verdict, code, reason, gates, time.perf_counter() - start,
-                               state["base_commit"], state["head"], state["match"])
+                               state["base_commit"], state["head"], state["match"], state["training"])
         hooks.record(ValidationCompleted.new(
             req.run, validation_id=vid, pr=req.pr, verdict=verdict, exit_code=code, reason=reason,
             gates=list(gates), seconds=res.seconds, base_commit=res.base_commit, head_commit=res.head_commit,
-            correlation_id=vid))
+            training=res.training, correlation_id=vid))
         return res
+
+    if req.train and (req.candidate_model or not req.snapshot):
+        return result("error", EXIT_ERROR, "could not run: --train " + (
+            "and --candidate exclude each other" if req.candidate_model else "needs a data snapshot"))
 
     set_torch_threads(req.config.torch_threads)
     try:
@@ -155,12 +198,13 @@ def validate(req: ValidationRequest, hooks: Hooks | None = None) -> ValidationRe
             cfg = req.config
             needs_base = cfg.match.enabled or cfg.speed.enabled
             base_ref = req.base_ref or (merge_base(req.repo) if needs_base else "")
-            game, cand, base = _models(req, folder, hooks)
+            game, cand, base = _models(req, folder, hooks, state)
             hooks.record(ValidationRequested.new(
                 req.run, validation_id=vid, pr=req.pr, base_ref=base_ref, head_commit=state["head"],
                 candidate_model=cand[2].model_id, candidate_digest=cand[2].digest,
                 baseline_model=base[2].model_id, baseline_digest=base[2].digest, gates=cfg.enabled(),
-                settings=msgspec.to_builtins(cfg), host=socket.gethostname(), correlation_id=vid))
+                settings=msgspec.to_builtins(cfg), host=socket.gethostname(), training=state["training"],
+                correlation_id=vid))
             sound = nonfinite_weights(cand[1]) == 0
             if cfg.quality.enabled:
                 gates.append(_run("quality", hooks,
