@@ -58,6 +58,7 @@ async def serve(nats_port: int, data_dir: str, game: str, hard_simulations: int 
     from handlers.matchmaking.ai import AiPlayers
     from handlers.matchmaking.config import load_p2p_config
     from handlers.matchmaking.server import MatchmakingServer
+    from handlers.matchmaking.service import settle_heap
     from streams.config import NatsSettings
     from streams.connection import connect
     from streams.store import EventStore
@@ -75,6 +76,7 @@ async def serve(nats_port: int, data_dir: str, game: str, hard_simulations: int 
         await ai.warm_up(game)
         server = MatchmakingServer(config, store, "bench", ai, b"bench-secret", host="127.0.0.1", port=0)
         async with server:
+            settle_heap()  # as `jetzero p2p serve` does once it listens
             print(f"READY {server.port}", flush=True)
             loop = asyncio.get_running_loop()
             while True:
