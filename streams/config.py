@@ -21,6 +21,23 @@ from streams.errors import ConfigError
 T = TypeVar("T")
 
 
+class TlsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """TLS to servers of your own (optional; the embedded servers listen on loopback only).
+
+    ``ca_file``: the CA that signed the servers' certificates (absent: the system's CAs).
+    ``cert_file`` and ``key_file``: this client's certificate, for servers that verify clients
+    (``verify: true`` in their ``tls {}`` block); both or neither.
+    """
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls: cert_file and key_file go together (both or neither)")
+
+
 class NatsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Where the log lives.
 
@@ -50,6 +67,8 @@ class NatsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # see handlers/cluster/config.py): ping every ping_interval_s, drop after this many unanswered.
     ping_interval_s: float = 10.0
     max_outstanding_pings: int = 3
+    # TLS to a ``url`` server (see TlsSettings); None: plain TCP, unless the URL says tls://.
+    tls: TlsSettings | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

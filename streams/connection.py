@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
@@ -19,7 +20,7 @@ from nats.js import JetStreamContext
 from streams import auth, bulk
 from streams.config import NatsSettings
 from streams.definitions import ensure_all
-from streams.errors import NotAuthorized, PublishDenied, ServerUnreachable
+from streams.errors import ConfigError, NotAuthorized, PublishDenied, ServerUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,21 @@ async def _reconnected_cb() -> None:
     log.info("nats: reconnected")
 
 
+def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
+    """The client's TLS context from ``settings.tls`` (None: no TLS asked for); a file that
+    cannot be read is a ``ConfigError`` naming it."""
+    tls = settings.tls
+    if tls is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file and tls.key_file:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"nats.tls: {exc.__class__.__name__}: {exc}") from None
+    return context
+
+
 async def connect(
     settings: NatsSettings,
     *,
@@ -112,10 +128,15 @@ async def connect(
     user, password = auth.client_login(settings)
     holder: list[Log] = []
     refused = asyncio.get_running_loop().create_future()
+    # A TLS handshake that fails will fail again: give up at once (nats-py would retry, and
+    # its clean-up after a failed handshake can wait for ever).
+    tls_failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def on_error(exc: Exception) -> None:
         if "authorization violation" in str(exc).lower() and not refused.done():
             refused.set_result(str(exc))
+        if isinstance(exc, ssl.SSLError) and not tls_failed.done() and not holder:
+            tls_failed.set_result(str(exc))
         if holder and (subject := denied_subject(str(exc))) is not None:
             holder[0]._refused(subject, str(exc))
         await (_error_cb if long_lived and holder else _quiet_error_cb)(exc)
@@ -142,12 +163,19 @@ async def connect(
         disconnected_cb=disconnected if long_lived else None,
         reconnected_cb=_reconnected_cb if long_lived else None,
         pending_size=64 * 1024 * 1024,
+        tls=tls_context(settings),  # type: ignore[arg-type] # None: plain TCP
     ))
     try:
-        await asyncio.wait([connecting, refused], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([connecting, refused, tls_failed], return_when=asyncio.FIRST_COMPLETED)
     except BaseException:  # cancelled: take the connection attempt down with us
         connecting.cancel()
         raise
+    if tls_failed.done() and not (connecting.done() and connecting.exception() is None):
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        raise ServerUnreachable(f"TLS with the NATS server at {url} failed: {tls_failed.result()} "
+                                "(check nats.tls: the CA that signed the servers' certificates, "
+                                "and this client's certificate if they verify clients)")
     if refused.done() and not (connecting.done() and connecting.exception() is None):
         connecting.cancel()
         await asyncio.gather(connecting, return_exceptions=True)

@@ -17,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from streams.config import NatsSettings, convert_config, read_document
+from streams.config import NatsSettings, TlsSettings, convert_config, read_document
 from streams.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config/cluster.yaml")
@@ -41,8 +41,11 @@ class ClusterNats(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     ping_interval_s: float = 0.5
     max_outstanding_pings: int = 2
     duplicate_window_s: float = 120.0
+    tls: TlsSettings | None = None  # with urls: TLS to your servers (streams.config.TlsSettings)
 
     def __post_init__(self) -> None:
+        if self.embedded and self.tls is not None:
+            raise ValueError("tls is for servers of your own (urls); the embedded ones listen on loopback")
         if self.embedded and self.urls:
             raise ValueError("set either urls (existing servers) or embedded (servers started "
                              "here), not both")
@@ -169,6 +172,7 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             duplicate_window_s=self.nats.duplicate_window_s,
             ping_interval_s=self.nats.ping_interval_s,
             max_outstanding_pings=self.nats.max_outstanding_pings,
+            tls=self.nats.tls,
         )
 
 
