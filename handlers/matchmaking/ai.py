@@ -275,11 +275,15 @@ class AiPlayers:
         )
 
     async def choose_move(self, game: str, moves: list[int], level: int, *, game_id: str = "",
-                          model_id: str = "") -> AiMove:
+                          model_id: str = "", budget_ms: int | None = None) -> AiMove:
         """The move of ``level`` in ``game`` after ``moves`` (legal, not over). ``game`` is a
         game name (connect4, tictactoe); ``game_id`` seeds the move (a game replays);
-        ``model_id`` a registry model to play with instead of the champion."""
+        ``model_id`` a registry model to play with instead of the champion; ``budget_ms`` caps
+        a search level's thinking time (a game with clocks: what its clock can spare)."""
         settings = self.level(level)
+        if budget_ms is not None and settings.kind == "search":
+            think = min(settings.think_ms or self.settings.max_think_ms, max(1, budget_ms))
+            settings = msgspec.structs.replace(settings, think_ms=think)
         started = time.monotonic()
         key = (game, settings.kind, model_id)
         lane = self._lanes.get(key)

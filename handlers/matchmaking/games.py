@@ -34,6 +34,7 @@ __all__ = [
     "finish",
     "flag",
     "flag_deadline",
+    "move_budget_ms",
     "legal",
     "new_room",
     "offer_draw",
@@ -121,6 +122,18 @@ def flag_deadline(room: Room) -> float | None:
     if room.clocks is None or seat is None:
         return None
     return room.turn_started + room.clocks[seat] / 1000.0
+
+
+MOVES_LEFT_GUESS = 30  # a clocked AI spends 1/30 of its time left per move, plus most of its increment
+
+
+def move_budget_ms(room: Room, now: float) -> int | None:
+    """What the seat to move can spend on this move without flagging (None: no clocks)."""
+    left = clock_left(room, now)
+    seat = to_move(room)
+    if left is None or seat is None:
+        return None
+    return max(1, left[seat] // MOVES_LEFT_GUESS + room.increment_ms * 3 // 4)
 
 
 def flag(room: Room, now: float) -> Room | None:

@@ -82,7 +82,7 @@ class AiMover(Protocol):
     """What the server needs of the AI (``handlers.matchmaking.ai.AiPlayers``)."""
 
     async def choose_move(self, game: str, moves: list[int], level: int, *, game_id: str = "",
-                          model_id: str = "") -> Any: ...
+                          model_id: str = "", budget_ms: int | None = None) -> Any: ...
 
     def model_problem(self, game: str, model_id: str) -> str | None: ...
 
@@ -682,7 +682,8 @@ class MatchmakingServer:
             level = room.seats[to_move].level or 1
             try:
                 answer = await self.ai.choose_move(room.game, list(room.moves), level, game_id=room.game_id,
-                                                   model_id=room.seats[to_move].model)
+                                                   model_id=room.seats[to_move].model,
+                                                   budget_ms=rules.move_budget_ms(room, self.clock()))
             except Exception as exc:  # noqa: BLE001 - the AI failing must not take the server down
                 log.warning("matchmaking: AI level %d could not move in %s: %s", level, room.game_id, exc)
                 await asyncio.sleep(0.5 * 2**attempt)

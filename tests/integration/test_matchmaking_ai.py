@@ -17,7 +17,7 @@ from handlers.loop.checkpoints import publish_checkpoint
 from handlers.matchmaking.ai import AiPlayers, AiSettings
 from handlers.matchmaking.calibrate import CalibrationSettings, run_calibration
 from handlers.matchmaking.config import load_p2p_config
-from handlers.matchmaking.levels import DEFAULT_LEVELS, LevelSettings
+from handlers.matchmaking.levels import DEFAULT_LEVELS, SEARCH_CHUNK, LevelSettings
 from streams import events as ev
 from streams import names
 from streams.matchmaking_events import P2pLevelsCalibrated
@@ -104,6 +104,10 @@ async def test_searches_never_block_the_event_loop(nats_settings):
         assert answer.think_ms >= 1000  # it searched to its deadline ...
         assert answer.think_ms < 10_000  # ... and stopped there
         assert len(gaps) > 20 and max(gaps) < 0.5  # while the loop kept turning
+        # a clocked game's budget caps the same level's thinking: one chunk of the search, then out
+        before = ai.stats.search.evaluations
+        hurried = await ai.choose_move("connect4", [], 8, game_id="hurried", budget_ms=1)
+        assert hurried.think_ms < 1000 and 0 < ai.stats.search.evaluations - before <= 2 * SEARCH_CHUNK
 
 
 async def test_a_small_calibration_on_tictactoe(store, nats_settings, tmp_path):

@@ -37,12 +37,14 @@ class FirstLegal:
 
     def __init__(self) -> None:
         self.moves = 0
+        self.budgets: list[int | None] = []  # the thinking time the server allowed each move
 
     MODELS = ("m-a", "m-b")  # the models this stand-in knows
 
     async def choose_move(self, game: str, moves: list[int], level: int, *, game_id: str = "",
-                          model_id: str = "") -> Any:
+                          model_id: str = "", budget_ms: int | None = None) -> Any:
         self.moves += 1
+        self.budgets.append(budget_ms)
         return SimpleNamespace(move=get_game(game).from_moves(moves).legal_moves()[0], think_ms=0.0,
                                model_id=model_id or "first-legal")
 
@@ -485,7 +487,8 @@ def clocked(initial_s: float, increment_s: float = 0.0) -> P2PConfig:
 
 
 async def test_a_human_whose_clock_runs_out_loses_on_time_by_the_servers_timer(store):
-    async with running(store, clocked(1.0, 0.5)) as server, Client.open(server) as ann:
+    ai = FirstLegal()
+    async with running(store, clocked(1.0, 0.5), ai=ai) as server, Client.open(server) as ann:
         await ann.send(type="seek", game="tictactoe", opponent="ai", level=1, seat=1)
         start = await ann.expect("start")
         assert start["state"]["clocks"] is not None
@@ -496,7 +499,12 @@ async def test_a_human_whose_clock_runs_out_loses_on_time_by_the_servers_timer(s
         assert over["result"] == 0 and over["reason"] == "timeout" and final["clocks"][1] == 0
         events = await game_events(store, start["game_id"])
         assert (events[0].clock_initial_ms, events[0].clock_increment_ms) == (1000, 500)
-        assert events[1].clocks == moved["clocks"] and events[-1].reason == "timeout"
+        # the record is the clocks at the move; the state shows them as of its sending, a little later
+        recorded = events[1].clocks
+        assert recorded[0] == moved["clocks"][0] and 0 <= recorded[1] - moved["clocks"][1] <= 50
+        assert events[-1].reason == "timeout"
+        # the AI was given what its clock could spare: 1/30 of 1 s left, plus 3/4 of the increment
+        assert len(ai.budgets) == 1 and 1000 // 30 + 375 - 1 <= ai.budgets[0] <= 1000 // 30 + 375
         await ann.send(type="move", game_id=start["game_id"], move=4, version=moved["version"])
         await ann.error("game_over")
 

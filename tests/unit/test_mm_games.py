@@ -121,3 +121,13 @@ def test_a_resign_stops_the_clocks_where_they_stand():
 def test_replay_takes_the_recorded_clocks_and_restarts_the_turn():
     r = g.replay(timed(100.0), (4, 0), clocks=(7_000, 3_000), now=500.0)
     assert r.clocks == (7_000, 3_000) and g.clock_left(r, 501.0) == [6_000, 3_000]
+
+
+def test_a_clocked_move_may_spend_a_thirtieth_of_the_time_left_and_most_of_the_increment():
+    seats = (g.Seat(id="a", name="a", kind="human"), g.Seat(id="b", name="b", kind="ai", level=8))
+    room = g.new_room("g", "connect4", seats, clock=g.TimeControl(initial_ms=60_000, increment_ms=2000),
+                          now=100.0)
+    assert g.move_budget_ms(room, 110.0) == 50_000 // 30 + 1500  # seat 0 has used 10 s
+    flagged_soon = g.new_room("g", "connect4", seats, clock=g.TimeControl(initial_ms=10), now=0.0)
+    assert g.move_budget_ms(flagged_soon, 1.0) == 1  # out of time: the least there is
+    assert g.move_budget_ms(g.new_room("g", "connect4", seats), 5.0) is None  # no clocks
