@@ -82,9 +82,22 @@ class PubAck(msgspec.Struct):
 pub_ack = msgspec.json.Decoder(PubAck)
 
 
+NO_STREAM = "no stream takes this subject"  # a 503 status: no stream, or none with a leader now
+ELECTING = "no leader yet"  # an acknowledgement's error while a cluster elects a stream's leader
+_ELECTING_CODES = (10158, 10008)  # duplicate message id is in process; JetStream unavailable
+
+
 def ack_error(ack: PubAck) -> str | None:
     """The server's reason for refusing a publish, or None when it was stored."""
-    return None if ack.error is None else str(ack.error.get("description", ack.error))
+    if ack.error is None:
+        return None
+    reason = str(ack.error.get("description", ack.error))
+    return f"{ELECTING}: {reason}" if ack.error.get("err_code") in _ELECTING_CODES else reason
+
+
+def electing(reason: str) -> bool:
+    """A refusal that, on a cluster, means "the stream has no leader at the moment"."""
+    return reason == NO_STREAM or reason.startswith(ELECTING)
 
 
 class _Connection(asyncio.Protocol):
@@ -415,7 +428,7 @@ class _Acks(_Connection):
         if (batch := self.batches.get(int(call))) is not None:
             status = header[9 : header.find(_CRLF)].decode(errors="replace")
             batch.settle(int(index), 0,
-                         "no stream takes this subject" if status.startswith("503") else status)
+                         NO_STREAM if status.startswith("503") else status)
 
     def _fail(self, exc: BaseException) -> None:
         super()._fail(exc)

@@ -21,6 +21,7 @@ from streams import auth, bulk
 from streams.config import NatsSettings
 from streams.definitions import ensure_all
 from streams.errors import ConfigError, NotAuthorized, PublishDenied, ServerUnreachable
+from streams.failover import through_failover
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,8 @@ async def connect(
     holder.append(conn)
     if ensure:
         try:
-            await ensure_all(js, settings)
+            await through_failover(settings, lambda: ensure_all(js, settings),
+                                   "applying the streams and buckets")
         except BaseException:
             await nc.close()
             raise

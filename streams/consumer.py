@@ -6,16 +6,19 @@ it was delivered, and ack / nak / in-progress / term.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from streams import names
 from streams.connection import Log
 from streams.errors import StoreError
+from streams.failover import FAILOVER_WINDOW_S, through_failover
 from streams.store import parse_ack_reply
 
 
@@ -50,6 +53,7 @@ class DurableConsumer:
         self.subject_filter = subject_filter
         self.durable = durable
         self._sub: Any = None
+        self._leaderless_since: float | None = None  # when fetches began to find no leader
 
     async def open(self, *, ack_wait: float = 30.0, max_ack_pending: int = 1000) -> None:
         """Open (or bind to) the durable: it delivers from where its acknowledgements left off."""
@@ -62,14 +66,19 @@ class DurableConsumer:
         comes back now and in order, not after its ack wait and behind newer messages, where
         a handler that remembers "done up to N" would skip it as already done.
         """
+        async def remake() -> None:
+            try:
+                await self.log.js.delete_consumer(self.stream, self.durable)
+            except NotFoundError:
+                pass
+            await self._subscribe(ack_wait, max_ack_pending,
+                                  deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                                  opt_start_seq=max(1, start_seq))
+
         try:
-            await self.log.js.delete_consumer(self.stream, self.durable)
-        except NotFoundError:
-            pass
+            await through_failover(self.log.settings, remake, f"consumer {self.durable} on {self.stream}")
         except APIError as exc:
             raise StoreError(f"consumer {self.durable} on {self.stream}: {exc.description}") from None
-        await self._subscribe(ack_wait, max_ack_pending, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-                              opt_start_seq=max(1, start_seq))
 
     async def _subscribe(self, ack_wait: float, max_ack_pending: int, **deliver: Any) -> None:
         config = api.ConsumerConfig(
@@ -82,24 +91,41 @@ class DurableConsumer:
             **deliver,
         )
         try:
-            self._sub = await self.log.js.pull_subscribe(
+            self._sub = await through_failover(self.log.settings, lambda: self.log.js.pull_subscribe(
                 self.subject_filter, durable=self.durable, stream=self.stream, config=config
-            )
+            ), f"consumer {self.durable} on {self.stream}")
         except APIError as exc:
             raise StoreError(f"consumer {self.durable} on {self.stream}: {exc.description}") from None
 
     async def fetch(self, batch: int = 64, timeout: float = 1.0) -> list[Delivery]:
-        """Up to ``batch`` messages; an empty list when none arrive within ``timeout``."""
+        """Up to ``batch`` messages; an empty list when none arrive within ``timeout``.
+
+        On a cluster, while the consumer has no leader (503: its server died, the others
+        elect one) nothing can arrive: that is an empty list too, for up to
+        ``FAILOVER_WINDOW_S``; then ``StoreError``."""
         try:
             msgs = await self._sub.fetch(batch, timeout=timeout)
         except (TimeoutError, NatsTimeout):
             return []
+        except ServiceUnavailableError:
+            return await self._no_leader(timeout)
+        self._leaderless_since = None
         out = []
         for msg in msgs:
             seq, ts, _ = parse_ack_reply(msg.reply)
             delivered = int(msg.reply.split(".")[4 if len(msg.reply.split(".")) == 9 else 6])
             out.append(Delivery(seq, msg.subject, msg.data, ts, delivered, msg))
         return out
+
+    async def _no_leader(self, timeout: float) -> list[Delivery]:
+        """Nothing delivered within ``timeout``: the consumer has no leader (yet)."""
+        now = time.monotonic()
+        self._leaderless_since = self._leaderless_since or now
+        if self.log.settings.replicas <= 1 or now - self._leaderless_since > FAILOVER_WINDOW_S:
+            raise StoreError(f"consumer {self.durable} on {self.stream}: no server answers for it "
+                             "(it has no leader, or does not exist)")
+        await asyncio.sleep(timeout)
+        return []
 
     async def ack_wait(self) -> float | None:
         """The consumer's ack wait as the server has it (whoever created it first set it)."""

@@ -27,18 +27,22 @@ from nats.js.errors import (
 from streams import names
 from streams.connection import Log
 from streams.errors import LockHeld
+from streams.failover import through_failover
 from streams.server import pid_alive
 
 
 async def _get(log: Log, bucket: str, key: str) -> tuple[bytes, int] | None:
-    kv = await log.js.key_value(bucket)
-    try:
-        entry = await kv.get(key)
-    except (KeyNotFoundError, KeyDeletedError, NotFoundError):
-        return None
-    if entry.value is None:
-        return None
-    return entry.value, int(entry.revision or 0)
+    async def read() -> tuple[bytes, int] | None:
+        kv = await log.js.key_value(bucket)
+        try:
+            entry = await kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError, NotFoundError):
+            return None
+        if entry.value is None:
+            return None
+        return entry.value, int(entry.revision or 0)
+
+    return await through_failover(log.settings, read, f"get {key} from {bucket}")
 
 
 async def get_value(log: Log, bucket: str, key: str) -> bytes | None:
@@ -53,8 +57,13 @@ async def lease_holder(log: Log, run: str, name: str) -> tuple[str, int] | None:
 
 
 async def put_value(log: Log, bucket: str, key: str, value: bytes) -> int:
-    kv = await log.js.key_value(bucket)
-    return int(await kv.put(key, value))
+    """Put ``value`` under ``key`` (a whole value by the key's one writer: repeating it through
+    a failover changes nothing)."""
+    async def put() -> int:
+        kv = await log.js.key_value(bucket)
+        return int(await kv.put(key, value))
+
+    return await through_failover(log.settings, put, f"put {key} in {bucket}")
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -85,11 +94,20 @@ class Lease:
     revision: int
 
     async def renew(self) -> None:
-        kv = await self.log.js.key_value(names.KV_LOCKS)
+        """Renew at the revision held (``LockHeld`` if the lease was lost). On a cluster the
+        update is repeated through a failover; finding then our own owner at a later revision
+        means an earlier attempt landed unanswered: that revision is ours, not a lost lease."""
+        async def update() -> int:
+            kv = await self.log.js.key_value(names.KV_LOCKS)
+            return int(await kv.update(self.key, self.owner.encode(), last=self.revision))
+
         try:
-            self.revision = int(await kv.update(self.key, self.owner.encode(), last=self.revision))
+            self.revision = await through_failover(self.log.settings, update, f"renew {self.key}")
         except KeyWrongLastSequenceError:
-            raise LockHeld(f"lease {self.key} was lost (expired and taken by another)") from None
+            held = await _get(self.log, names.KV_LOCKS, self.key)
+            if held is None or held[0] != self.owner.encode() or held[1] <= self.revision:
+                raise LockHeld(f"lease {self.key} was lost (expired and taken by another)") from None
+            self.revision = held[1]
 
     async def release(self) -> None:
         kv = await self.log.js.key_value(names.KV_LOCKS)
@@ -169,7 +187,8 @@ async def beat(log: Log, run: str, heartbeat: Heartbeat) -> None:
 
 async def alive_nodes(log: Log, run: str) -> list[Heartbeat]:
     """Nodes whose heartbeat has not expired (bucket TTL)."""
-    kv = await log.js.key_value(names.KV_HEARTBEATS)
+    kv = await through_failover(log.settings, lambda: log.js.key_value(names.KV_HEARTBEATS),
+                                f"bucket {names.KV_HEARTBEATS}")
     try:
         keys = [k for k in await kv.keys() if k.startswith(f"{run}.")]
     except (NotFoundError, Exception):  # nats raises NoKeysError when empty

@@ -28,6 +28,7 @@ from streams import bulk, codec, names
 from streams.connection import Log, denied_subject
 from streams.envelope import Event
 from streams.errors import ConcurrencyConflict, DecodeError, EventNotFound, StoreError
+from streams.failover import through_failover
 
 _WRONG_LAST_SEQUENCE = 10071
 _ELECTING = (10158, 10008)  # duplicate message id is in process; JetStream unavailable
@@ -167,7 +168,9 @@ class EventStore:
         that connection cannot be used, or breaks on the way, the rest goes over nats-py.
         Ids make it safe to retry: an append whose acknowledgement was lost is republished
         and deduplicated (a duplicate's sequence is the stored copy's). An event over the
-        server's ``max_payload`` is refused by name; the others are stored.
+        server's ``max_payload`` is refused by name; the others are stored. On a cluster, the
+        events refused because the stream has no leader (503, "in process", "unavailable") are
+        sent again every ``FAILOVER_RETRY_S`` for up to ``FAILOVER_WINDOW_S``.
         """
         batch = list(events)
         if not batch:
@@ -175,6 +178,25 @@ class EventStore:
         encoded = self._encode(batch)
         seqs = [0] * len(batch)
         errors: list[tuple[int, str]] = []
+        clustered, started = self.log.settings.replicas > 1, time.monotonic()
+        while True:
+            await self._append_round(encoded, seqs, errors, window, timeout)
+            if not (clustered and time.monotonic() - started <= FAILOVER_WINDOW_S
+                    and _take_back_electing(seqs, errors)):
+                break
+            await asyncio.sleep(FAILOVER_RETRY_S)  # the stream elects a leader: send them again
+        remaining = seqs.count(0)
+        if remaining:
+            raise StoreError(f"bulk append: {remaining} events unacknowledged after retries")
+        if errors:
+            index, reason = min(errors)
+            raise StoreError(
+                f"bulk append: {len(errors)} refused, first: {batch[index].tag}: {reason}"
+            )
+        return seqs
+
+    async def _append_round(self, encoded, seqs, errors, window, timeout) -> None:
+        """Publish the entries whose ``seqs`` is 0: over the lean connection, else nats-py."""
         try:
             await bulk.publisher(self.nc).publish(
                 encoded, seqs, errors, window=window, timeout=timeout
@@ -185,15 +207,6 @@ class EventStore:
             log.warning("bulk append: lean connection unusable (%s); %d of %d events go over "
                         "nats-py", exc, seqs.count(0), len(seqs))
             await self._publish_pipelined(encoded, seqs, errors, window, timeout)
-        remaining = seqs.count(0)
-        if remaining:
-            raise StoreError(f"bulk append: {remaining} events unacknowledged after retries")
-        if errors:
-            index, reason = min(errors)
-            raise StoreError(
-                f"bulk append: {len(errors)} refused, first: {batch[index].tag}: {reason}"
-            )
-        return seqs
 
     @staticmethod
     def _encode(batch: list[Event]) -> list[tuple[bytes, bytes, bytes]]:
@@ -228,7 +241,7 @@ class EventStore:
                     error = bulk.ack_error(ack)
                 else:  # a status instead of an acknowledgement: 503, nobody takes the subject
                     status = (msg.headers or {}).get("Status", "")
-                    error = "no stream takes this subject" if status == "503" else f"status {status}"
+                    error = bulk.NO_STREAM if status == "503" else f"status {status}"
                     ack = bulk.PubAck()
                 if error is not None:
                     errors.append((index, error))
@@ -281,7 +294,9 @@ class EventStore:
     async def get(self, seq: int, stream: str = names.EVENTS) -> Stored:
         """The event at ``seq`` (``EventNotFound`` if there is none; poison: a placeholder)."""
         try:
-            raw = await self.js.get_msg(stream, seq=seq, direct=True)
+            raw = await through_failover(
+                self.log.settings, lambda: self.js.get_msg(stream, seq=seq, direct=True),
+                f"read {stream} #{seq}")
         except NotFoundError:
             raise EventNotFound(f"no event at sequence {seq} in {stream}") from None
         except APIError as exc:
@@ -294,7 +309,9 @@ class EventStore:
         Poison there is returned as a placeholder with its sequence, never raised.
         """
         try:
-            raw = await self.js.get_last_msg(stream, subject_filter, direct=True)
+            raw = await through_failover(
+                self.log.settings, lambda: self.js.get_last_msg(stream, subject_filter, direct=True),
+                f"last of {subject_filter}")
         except NotFoundError:
             return None
         except APIError as exc:
@@ -311,9 +328,11 @@ class EventStore:
         return int((await self._stream_info(stream)).state.last_seq)
 
     async def _stream_info(self, stream: str):
-        """The stream's info; every way of not getting it is a ``StoreError`` saying which."""
+        """The stream's info; every way of not getting it is a ``StoreError`` saying which.
+        On a cluster it is asked again while the stream elects a leader (``through_failover``)."""
         try:
-            return await self.js.stream_info(stream)
+            return await through_failover(self.log.settings, lambda: self.js.stream_info(stream),
+                                          f"stream {stream}")
         except NotFoundError:
             raise StoreError(f"stream {stream} does not exist") from None
         except APIError as exc:  # 503 while the cluster elects a leader, and the like
@@ -478,6 +497,16 @@ class EventStore:
         except Exception:  # noqa: BLE001 - unknown: assume there is something to read
             return 1
         return int(info.num_pending) + int(info.delivered.consumer_seq)
+
+
+def _take_back_electing(seqs: list[int], errors: list[tuple[int, str]]) -> bool:
+    """Mark the entries refused because the stream had no leader as unsent again (their ids
+    keep them stored once); True if there were any."""
+    electing = {index for index, reason in errors if bulk.electing(reason)}
+    for index in electing:
+        seqs[index] = 0
+    errors[:] = [(index, reason) for index, reason in errors if index not in electing]
+    return bool(electing)
 
 
 def _start_config(start_seq: int, start_time: float | None) -> api.ConsumerConfig:
