@@ -152,11 +152,14 @@ def validate(
                                    "GAMES --run RUN > FILE`); default: the run's games, exported now"),
     run: str = typer.Option(None, "--run", help="the run whose log is used: events, champion, "
                                                 "snapshot (default: the config's run)"),
+    local: bool = typer.Option(False, "--local",
+                               help="play the match here even when the run's eval agents are connected"),
 ) -> None:
     """Validate the PR's code and model against the base's; exit 0 passed, 1 failed, 2 could not run."""
     from handlers.loop.config import load_loop_config
     from handlers.pipeline.config import load_pipeline_config
     from handlers.pipeline.history import LogRecorder, champion_to
+    from handlers.pipeline.remote import WorkMatch
     from handlers.pipeline.report import markdown_summary, write_junit, write_summary
     from handlers.pipeline.validate import Hooks, ValidationRequest
     from handlers.pipeline.validate import validate as run_validation
@@ -193,7 +196,8 @@ def validate(
                       gate_done=progress.gate_done if not quiet else (lambda g: None),
                       match_progress=progress.match, speed_progress=progress.speed,
                       record=recorder if recorder is not None else (lambda e: None),
-                      baseline_from_log=(lambda p: champion_to(cfg.nats, cfg.run, p)) if record else None)
+                      baseline_from_log=(lambda p: champion_to(cfg.nats, cfg.run, p)) if record else None,
+                      work=WorkMatch(cfg.nats, cfg.run, note=note) if record and not local else None)
         try:
             result = run_validation(request, hooks)
         except KeyboardInterrupt:

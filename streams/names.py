@@ -171,4 +171,21 @@ P2P_LEVELS_AGGREGATE = "p2p-levels"  # the AI levels' calibrations (``p2p.levels
 
 
 # --- pipeline surface (handlers/pipeline): its wire names go below this line ---
-AGG_PIPELINE = "pipeline"  # validations of pull requests (requested, completed)
+AGG_PIPELINE = "pipeline"  # validations of pull requests (requested, completed); on WORK: match units
+PIPELINE_PLAYERS = "pipeline-match"  # the durable consumer (and heartbeat role) of pipeline match players
+PIPELINE_OBJECT_PREFIX = "pipeline/"  # code bundles and models a validation ships (in OBJ_MODELS)
+
+
+def pipeline_validation_aggregate(validation_id: str) -> str:
+    """The aggregate of one validation's match over WORK: its pairs' results and its decision."""
+    return f"pipeline-v-{validation_id}"  # made a token where a subject is built
+
+
+def pipeline_code_object(digest: str) -> str:
+    """The object of one code version (a tar.gz of its files), named by its sha256."""
+    return f"{PIPELINE_OBJECT_PREFIX}code/{token(digest)}.tar.gz"
+
+
+def pipeline_model_object(digest: str) -> str:
+    """The object of one model a validation ships (checkpoint bytes), named by their sha256."""
+    return f"{PIPELINE_OBJECT_PREFIX}models/{token(digest)}.pt"

@@ -7,11 +7,19 @@ figures), both on the pipeline aggregate and correlated by ``validation_id``. Wh
 trained the candidate itself (``--train``), both carry ``training``: the data snapshot (its
 digest and GAMES range), the seed and sizes, and the run's figures (losses, seconds, the digest
 of the model it wrote). New fields get defaults; types never change.
+
+A match played over WORK (``handlers.pipeline.remote``) adds, on the validation's own aggregate
+(``names.pipeline_validation_aggregate``): one ``pipeline.pair_played`` per pair, whoever played
+it (an eval agent, or the pipeline itself for a unit nobody took in time), its id derived from
+the validation and the pair index so a pair played twice is stored once; and one
+``pipeline.match_decided`` once the SPRT decides (agents skip the units still queued). The units
+are ``work.pipeline_unit`` items on WORK: a few pairs each, and both sides' code and model as
+object-store names and digests (``CodeVersion``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -88,6 +96,80 @@ class ValidationCompleted(_Pipeline, frozen=True, kw_only=True, tag="pipeline.va
     base_commit: str = ""
     head_commit: str = ""
     training: TrainingRun | None = None  # as in the request; also when the training failed
+    played_by: dict[str, int] = {}  # match pairs counted, by who played them (agents, ``local:<host>``)
 
 
-PipelineEvent = ValidationRequested | ValidationCompleted
+class CodeVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """One side of a match over WORK: its code (a tar.gz of the checkout's files) and its model,
+    each an object in ``names.OBJ_MODELS`` named by its sha256."""
+
+    label: str  # candidate | base
+    commit: str = ""  # what the code is (HEAD, ``+dirty`` for a working tree with changes)
+    code_object: str
+    code_digest: str
+    model_object: str
+    model_digest: str
+
+
+class UnitPair(msgspec.Struct, frozen=True, kw_only=True):
+    """One pair of a unit: the pair's index in the match, its opening, which game id gets the
+    candidate first (``flip``: as the local match draws it; no effect on play)."""
+
+    pair_index: int
+    opening: list[int] = []
+    flip: bool = False
+
+
+class PipelineMatchUnit(Event, frozen=True, kw_only=True, tag="work.pipeline_unit"):
+    """A few pairs of a validation's non-regression match, for any pipeline match player."""
+
+    validation_id: str
+    unit_id: int
+    game: str
+    game_params: dict[str, int] = {}
+    candidate: CodeVersion
+    base: CodeVersion
+    simulations: int
+    threads: int = 1
+    seed: int = 0
+    move_timeout_s: float = 120.0
+    pairs: list[UnitPair] = []
+
+    STREAM: ClassVar[str] = names.WORK
+
+    def aggregate(self) -> str:
+        return names.AGG_PIPELINE
+
+
+class _ValidationMatch(Event, frozen=True, kw_only=True):
+    validation_id: str
+
+    def aggregate(self) -> str:
+        return names.pipeline_validation_aggregate(self.validation_id)
+
+
+class PipelinePairPlayed(_ValidationMatch, frozen=True, kw_only=True, tag="pipeline.pair_played"):
+    """One pair's result: ``pentanomial`` index 0..4 (LL, LD, WL+DD, WD, WW, the candidate's),
+    or -1 when it was not played (``illegal``: a move an engine played that the rules refuse;
+    ``error``: the player could not play it, so the pipeline plays it itself)."""
+
+    unit_id: int
+    pair_index: int
+    pentanomial: int = -1
+    games: list[list[int]] = []  # the two games' moves, candidate first in the first
+    outcomes: list[int] = []
+    worker: str = ""  # who played it: an agent's pipeline player, or ``local:<host>``
+    illegal: str = ""
+    error: str = ""
+
+
+class PipelineMatchDecided(_ValidationMatch, frozen=True, kw_only=True, tag="pipeline.match_decided"):
+    """The match's SPRT decided (or its cap was reached): units still queued are not played."""
+
+    verdict: str
+    pairs: int = 0
+    pentanomial: list[int] = []
+
+
+PipelineEvent = (ValidationRequested | ValidationCompleted | PipelineMatchUnit | PipelinePairPlayed
+                 | PipelineMatchDecided)

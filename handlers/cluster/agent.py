@@ -8,7 +8,8 @@
   verifies its digest (``handlers.cluster.model_sync``) and records ``node.joined``;
 - **works**: the selfplay worker of the loop (``handlers.loop.selfplay.play``, playing the
   model this agent synced, not whatever the registry names) and the evaluation worker
-  (``handlers.promotion.eval_worker.EvalWorker``), each restarted after a crash, both
+  (``handlers.promotion.eval_worker.EvalWorker``) with, beside it, the CI pipeline's match
+  player (``handlers.pipeline.work_player``), each restarted after a crash, all
   restarted on the new config when a new ``loop.started`` is recorded; both pause while the
   loop is halted;
 - **singleton roles**: for its node's ``train`` / ``sync`` / ``promote`` roles it competes for
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import importlib
 import logging
 import socket
 import time
@@ -81,6 +83,7 @@ OUTBOX_ATTEMPT_S = 5.0  # one append's wait for its acknowledgements before it i
 FLUSH_S = 5.0  # at stop: how long the games not yet stored may take
 LEAVE_S = 5.0  # at stop: how long node.left may take (past it, the status's TTL says it)
 WORKERS_STOP_S = 30.0
+PIPELINE_PLAYER = "handlers.pipeline.work_player"  # plays the CI pipeline's match units (eval role)
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +357,7 @@ class Agent:
             self._spawn("selfplay", lambda stop: self._selfplay(in_force, stop))
         if "eval" in self.options.roles:
             self._spawn("eval", lambda stop: self._evaluate(in_force, stop))
+            self._spawn("pipeline", self._pipeline_matches)
 
     def _spawn(self, role: str, body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         stop = asyncio.Event()
@@ -399,6 +403,12 @@ class Agent:
             self.store, self.ctx.run, in_force.loop, stop=stop, halted=lambda: self.ctx.halted,
             node=f"{self.name}-eval", simulations=in_force.promotion.simulations)
         await self.eval_worker.run_until_stopped()
+
+    async def _pipeline_matches(self, stop: asyncio.Event) -> None:
+        """The CI pipeline's match units (named by string: cluster and pipeline are peers)."""
+        player = importlib.import_module(PIPELINE_PLAYER)
+        await player.serve(dataclasses.replace(self.ctx, stop=stop), node=f"{self.name}-pipeline",
+                           beat_s=self.options.beat_s or 1.0)
 
     def playing(self) -> Champion | None:
         """The model selfplay plays from its next game: the last one this agent verified."""

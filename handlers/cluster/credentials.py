@@ -6,7 +6,8 @@ acks, flow control, object-store reads; nobody but ``admin`` may create, change,
 purge a stream):
 
     selfplay   game records (GAMES), its node.* events, event.rejected, its status (nodes KV)
-    eval       match.pair_played (taking WORK units is reading), node events, status
+    eval       match.pair_played, pipeline.pair_played (taking WORK units and fetching
+               objects is reading), node events, status
     operator   commands (COMMANDS) — the CLI; answers come from the loop's controller
     promote    the champion's decisions (candidate.promoted / rejected, champion.rolled_back),
                match.scheduled / completed, WORK units, leases, handler positions, snapshots
@@ -83,7 +84,7 @@ _SINGLETON = [_kv(names.KV_LOCKS), _kv(names.KV_POSITIONS), _kv(names.KV_SNAPSHO
 WRITES: dict[str, list[str]] = {
     "operator": [f"{_CMD}.>"],
     "selfplay": [f"{_GAMES}.*.*.game.finished", *_NODE],
-    "eval": [_event("match.pair_played"), *_NODE],
+    "eval": [_event("match.pair_played"), _event("pipeline.pair_played"), *_NODE],
     "promote": [f"{_EV}.*.{names.AGG_CHAMPION}.>", _event("match.scheduled"),
                  _event("match.completed"), f"{_WORK}.>", *_SINGLETON],
     "train": [f"{_EV}.*.training.>", _event("checkpoint.saved"),

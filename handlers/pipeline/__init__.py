@@ -2,6 +2,7 @@
 engines over a line protocol, quality / match / speed / test gates, JUnit and markdown reports."""
 
 __all__ = [
+    "bundle",
     "config",
     "engine_process",
     "engines",
@@ -9,6 +10,7 @@ __all__ = [
     "match",
     "model_checks",
     "protocol",
+    "remote",
     "report",
     "snapshot",
     "speed",
@@ -16,5 +18,6 @@ __all__ = [
     "train",
     "train_process",
     "validate",
+    "work_player",
     "worktree",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "StrengthGate",
     "TestsGate",
     "TrainSettings",
+    "WorkSettings",
     "load_pipeline_config",
 ]
 
@@ -85,6 +86,20 @@ class SprtBounds(msgspec.Struct, **_STRICT):  # type: ignore[call-arg]
         wald_bounds(self.alpha, self.beta)
 
 
+class WorkSettings(msgspec.Struct, **_STRICT):  # type: ignore[call-arg]
+    """The match over WORK: played by the run's eval agents when any are connected."""
+
+    enabled: bool = True  # false: always played here
+    pairs_per_unit: int = 2
+    units_per_agent: int = 2  # units handed out at once per live agent (none once the SPRT decides)
+    unit_timeout_s: float = 120.0  # a unit not played within this (from its hand-out) is played here
+
+    def __post_init__(self) -> None:
+        _at_least(self.pairs_per_unit, 1, "match.work.pairs_per_unit")
+        _at_least(self.units_per_agent, 1, "match.work.units_per_agent")
+        _at_least(self.unit_timeout_s, 1.0, "match.work.unit_timeout_s")
+
+
 class MatchGate(msgspec.Struct, **_STRICT):  # type: ignore[call-arg]
     """Candidate against baseline in colour-swapped pairs over shared openings, pentanomial SPRT."""
 
@@ -95,6 +110,7 @@ class MatchGate(msgspec.Struct, **_STRICT):  # type: ignore[call-arg]
     sprt: SprtBounds = SprtBounds()
     inconclusive: str = "pass"  # pass | fail: the verdict when max_pairs is reached undecided
     move_timeout_s: float = 120.0
+    work: WorkSettings = WorkSettings()
 
     def __post_init__(self) -> None:
         _at_least(self.simulations, 1, "match.simulations")

@@ -7,7 +7,9 @@ digest, game and architecture checked; with ``train`` the candidate is trained f
 own training code from the baseline's weights on the request's data snapshot,
 ``handlers.pipeline.train``), then runs the enabled gates in order: ``quality`` and
 ``strength`` on the loaded nets, ``match`` and ``speed`` between two engine processes (one per
-checkout, ``handlers.pipeline.engines``), ``tests`` in this checkout. Exit code 0 when every
+checkout, ``handlers.pipeline.engines``), ``tests`` in this checkout. The match is played over
+WORK by the run's eval agents when ``hooks.work`` finds any (``handlers.pipeline.remote``), else
+here; ``played_by`` says who played its pairs. Exit code 0 when every
 gate passed (or was skipped), 1 when one failed, 2 when the pipeline could not run (a bad
 argument, an unreadable model, a missing base ref, an engine or a training that crashed, an
 empty or corrupt snapshot) — with ``reason``
@@ -22,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -34,8 +36,9 @@ from engine.network import NetworkConfig, build_network, set_torch_threads
 from engine.settings import TrainConfig
 from handlers.pipeline.config import PipelineConfig
 from handlers.pipeline.engines import EngineMissing, EngineProcess, EngineSide
-from handlers.pipeline.match import MatchOutcome, match_gate
+from handlers.pipeline.match import MatchOutcome, gate_outcome, match_gate
 from handlers.pipeline.model_checks import nonfinite_weights, quality_gate, strength_gate
+from handlers.pipeline.remote import SideToShip, WorkPlan, WorkResult
 from handlers.pipeline.speed import speed_gate
 from handlers.pipeline.tests_gate import tests_gate
 from handlers.pipeline.train import TrainingFailed, check_snapshot, train_candidate
@@ -79,6 +82,7 @@ class ValidationResult:
     head_commit: str = ""
     match: MatchOutcome | None = None
     training: TrainingRun | None = None
+    played_by: dict[str, int] = field(default_factory=dict)  # match pairs by who played them
 
 
 @dataclass
@@ -90,6 +94,7 @@ class Hooks:
     speed_progress: Callable[[int, int], None] = lambda done, total: None
     record: Callable[[ValidationRequested | ValidationCompleted], None] = lambda event: None
     baseline_from_log: Callable[[Path], str] | None = None  # writes the champion there; its id or ""
+    work: Callable[[WorkPlan], WorkResult | None] | None = None  # the match over WORK (None: played here)
 
 
 class CouldNotRun(JetzeroError):
@@ -176,15 +181,17 @@ def validate(req: ValidationRequest, hooks: Hooks | None = None) -> ValidationRe
     hooks = hooks or Hooks()
     vid, start = new_id(), time.perf_counter()
     gates: list[GateOutcome] = []
-    state: dict = {"base_commit": "", "head": head_commit(req.repo), "match": None, "training": None}
+    state: dict = {"base_commit": "", "head": head_commit(req.repo), "match": None, "training": None,
+                   "played_by": {}}
 
     def result(verdict: str, code: int, reason: str) -> ValidationResult:
         res = ValidationResult(vid, verdict, code, reason, gates, time.perf_counter() - start,
-                               state["base_commit"], state["head"], state["match"], state["training"])
+                               state["base_commit"], state["head"], state["match"], state["training"],
+                               state["played_by"])
         hooks.record(ValidationCompleted.new(
             req.run, validation_id=vid, pr=req.pr, verdict=verdict, exit_code=code, reason=reason,
             gates=list(gates), seconds=res.seconds, base_commit=res.base_commit, head_commit=res.head_commit,
-            training=res.training, correlation_id=vid))
+            training=res.training, played_by=res.played_by, correlation_id=vid))
         return res
 
     if req.train and (req.candidate_model or not req.snapshot):
@@ -226,12 +233,14 @@ def validate(req: ValidationRequest, hooks: Hooks | None = None) -> ValidationRe
                     engines[label] = stack.enter_context(EngineProcess(
                         side, game_line, threads=cfg.torch_threads, seed=cfg.seed, timeout=timeout))
                 if cfg.match.enabled:
-                    def play() -> GateOutcome:
-                        outcome, state["match"] = match_gate(game, engines["candidate"], engines["base"],
-                                                             cfg.match, seed=cfg.seed,
-                                                             progress=hooks.match_progress)
-                        return outcome
-                    gates.append(_run("match", hooks, play))
+                    sides = {"candidate": SideToShip("candidate", req.repo, str(cand[0]), state["head"]),
+                             "base": SideToShip("base", str(worktree), str(base[0]), commit)}
+                    plan = WorkPlan(validation_id=vid, game=game, game_line_params=dict(req.game_params),
+                                    gate=cfg.match, seed=cfg.seed, threads=cfg.torch_threads,
+                                    candidate=sides["candidate"], base=sides["base"],
+                                    engines=(engines["candidate"], engines["base"]),
+                                    progress=hooks.match_progress)
+                    gates.append(_run("match", hooks, lambda: _match(plan, hooks, state)))
                 if cfg.speed.enabled:
                     gates.append(_run("speed", hooks, lambda: speed_gate(
                         engines["candidate"], engines["base"], cfg.speed, progress=hooks.speed_progress)))
@@ -242,6 +251,24 @@ def validate(req: ValidationRequest, hooks: Hooks | None = None) -> ValidationRe
     except JetzeroError as exc:  # CouldNotRun, BaseRefMissing, EngineFailed while starting
         return result("error", EXIT_ERROR, f"could not run: {exc}")
     return result(*_verdict(gates))
+
+
+def _match(plan: WorkPlan, hooks: Hooks, state: dict) -> GateOutcome:
+    """The match gate: over WORK when ``hooks.work`` finds agents, else here."""
+    start = time.perf_counter()
+    remote = hooks.work(plan) if hooks.work is not None and plan.gate.work.enabled else None
+    if remote is not None:
+        state["match"], state["played_by"] = remote.outcome, remote.played_by
+        extra = {"pairs_remote": float(remote.pairs_remote),
+                 "pairs_local": float(remote.outcome.pairs - remote.pairs_remote),
+                 "units": float(remote.units), "units_here": float(remote.units_here)}
+        return gate_outcome(remote.outcome, plan.gate, time.perf_counter() - start, where=remote.where(),
+                            extra=extra)
+    candidate, base = plan.engines
+    outcome, state["match"] = match_gate(plan.game, candidate, base, plan.gate, seed=plan.seed,
+                                         progress=plan.progress)
+    state["played_by"] = {f"local:{socket.gethostname()}": state["match"].pairs}
+    return outcome
 
 
 def _run(name: str, hooks: Hooks, body: Callable[[], GateOutcome]) -> GateOutcome:
