@@ -473,9 +473,11 @@ class EventStore:
             await _quiet_unsubscribe(sub)
 
     async def subscribe_ordered(self, stream, subject_filter, cb, start_seq=1, start_time=None):
-        """An ordered push consumer calling ``cb(msg)`` from ``start_seq`` (or time), live."""
+        """An ordered push consumer calling ``cb(msg)`` from ``start_seq`` (or time), live; on a
+        cluster its creation is asked again while the stream elects a leader."""
         config = _start_config(start_seq, start_time)
-        try:
+
+        async def subscribe():
             return await self.js.subscribe(
                 subject_filter or names.run_filter(stream),
                 stream=stream,
@@ -485,6 +487,9 @@ class EventStore:
                 config=config,
                 pending_bytes_limit=64 * 1024 * 1024,
             )
+
+        try:
+            return await through_failover(self.log.settings, subscribe, f"read {stream}")
         except APIError as exc:
             raise StoreError(f"read {stream}: {exc.description}") from None
         except TimeoutError:  # nats-py's own subclasses it: no server answered (cut off, election)
