@@ -125,3 +125,13 @@ def rejections_of(store: EventStore, run: str) -> Rejections:
     if run not in per_run:
         per_run[run] = Rejections(store, run)
     return per_run[run]
+
+
+async def reject_delivery(store: EventStore, run: str, stream: str, delivery, reason: str,
+                          handler: str) -> None:
+    """Record a message a consumer cannot use (a ``streams.consumer.Delivery``) once as
+    ``event.rejected`` by ``handler``, then ack it: it is not delivered again."""
+    record = rejected_event(run, stream, delivery.subject, delivery.seq, delivery.data, reason, handler,
+                            delivery.time)
+    await rejections_of(store, run).record(record)
+    await delivery.ack()

@@ -47,3 +47,23 @@ def write_tiny_loop(nats_url: str | NatsSettings, tmp: Path, run: str = "t1",
     path = tmp / f"{run}.yaml"
     path.write_text(yaml.safe_dump(tiny_loop_dict(nats_url, tmp, run, **overrides)))
     return path, load_loop_config(path)
+
+
+async def start_tiny_run(store, nats_url: str | NatsSettings, tmp: Path, run: str) -> str:
+    """What an agent waits for before it works, as the loop records it: the tiny config in
+    force (``loop.started``) and the generation-0 champion; the champion's model id."""
+    from handlers.loop.checkpoints import create_initial_model
+    from handlers.loop.config import load_in_force
+    from projections.models import ModelRegistryProjection
+    from projections.runner import ProjectionRunner
+    from streams import events as ev
+
+    path, _ = write_tiny_loop(nats_url, tmp, run)
+    in_force = load_in_force(path)
+    await store.append(ev.LoopStarted.new(run, by="test", **in_force.started_fields()))
+    registry = ProjectionRunner(store, ModelRegistryProjection(), run)
+    await registry.follow()
+    try:
+        return await create_initial_model(store, run, in_force.loop, registry)
+    finally:
+        await registry.stop()

@@ -52,7 +52,7 @@ from streams.errors import DecodeError, JetzeroError
 from streams.kv import Heartbeat, beat
 from streams.objects import get_object
 from streams.pipeline_events import CodeVersion, PipelineMatchDecided, PipelineMatchUnit, PipelinePairPlayed
-from streams.rejections import rejected_event, rejections_of
+from streams.rejections import reject_delivery
 from streams.store import EventStore
 
 __all__ = [
@@ -301,11 +301,7 @@ class PipelinePlayer:
 
     async def _reject(self, delivery: Delivery, reason: str) -> None:
         self.stats.units_rejected += 1
-        log.warning("%s: rejected %s #%d: %s", self.node, delivery.subject, delivery.seq, reason)
-        record = rejected_event(self.run, names.WORK, delivery.subject, delivery.seq, delivery.data,
-                                reason, PLAYER, delivery.time)
-        await rejections_of(self.store, self.run).record(record)
-        await delivery.ack()
+        await reject_delivery(self.store, self.run, names.WORK, delivery, reason, PLAYER)
 
     async def heartbeat(self) -> None:
         s = self.stats

@@ -60,7 +60,7 @@ from streams import events as ev
 from streams.consumer import Delivery
 from streams.errors import DecodeError
 from streams.kv import Heartbeat, beat
-from streams.rejections import rejected_event, rejections_of
+from streams.rejections import reject_delivery
 from streams.store import EventStore
 from streams.work import MatchUnit, PairSpec
 
@@ -359,11 +359,7 @@ class EvalWorker:
     async def _reject(self, delivery: Delivery, reason: str) -> None:
         """Record an unplayable work item once as ``event.rejected`` (``streams.rejections``), ack it."""
         self.stats.units_rejected += 1
-        log.warning("%s: rejected %s #%d: %s", self.node, delivery.subject, delivery.seq, reason)
-        record = rejected_event(self.run, names.WORK, delivery.subject, delivery.seq, delivery.data,
-                                reason, HANDLER, delivery.time)
-        await rejections_of(self.store, self.run).record(record)
-        await delivery.ack()
+        await reject_delivery(self.store, self.run, names.WORK, delivery, reason, HANDLER)
 
     # -- liveness ---------------------------------------------------------------------------
 

@@ -27,17 +27,13 @@ from pathlib import Path
 
 import pytest
 
-from handlers.loop.checkpoints import create_initial_model
-from handlers.loop.config import load_in_force
-from projections.models import ModelRegistryProjection
-from projections.runner import ProjectionRunner
 from streams import auth, names
 from streams import events as ev
-from streams.connection import Log, connect
+from streams.connection import connect
 from streams.errors import StoreError
 from streams.games import GameFinished
 from streams.store import EventStore, Stored
-from tests.loop_configs import write_tiny_loop
+from tests.loop_configs import start_tiny_run
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -96,23 +92,12 @@ async def games(store: EventStore) -> list[tuple[Stored, GameFinished]]:
     return [(s, s.event) for s in await everything(store, names.GAMES) if isinstance(s.event, GameFinished)]
 
 
-async def start_run(log: Log, store: EventStore, cluster, tmp_path: Path) -> None:
-    """The run's config in force and its generation-0 champion, as the loop would record them."""
-    path, _ = write_tiny_loop(cluster.settings_for("admin"), tmp_path, RUN)
-    in_force = load_in_force(path)
-    await store.append(ev.LoopStarted.new(RUN, by="test", **in_force.started_fields()))
-    registry = ProjectionRunner(store, ModelRegistryProjection(), RUN)
-    await registry.follow()
-    await create_initial_model(store, RUN, in_force.loop, registry)
-    await registry.stop()
-
-
 @pytest.mark.cluster_nodes({NODE: ["selfplay"]})
 async def test_agent_cut_off_from_every_server_keeps_playing_reconnects_and_publishes_nothing_twice(
         nats_cluster, tmp_path):
     admin = await connect(nats_cluster.settings_for("admin"), name="test-admin", ensure=False)
     store = EventStore(admin)
-    await start_run(admin, store, nats_cluster, tmp_path)
+    await start_tiny_run(store, nats_cluster.settings_for("admin"), tmp_path, RUN)
     agent = AgentProcess(nats_cluster, tmp_path / "agent.log")
     try:
         await until(lambda: _games_at_least(store, 20), 60, "the agent's first games")

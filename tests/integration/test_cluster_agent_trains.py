@@ -13,16 +13,12 @@ import pytest
 
 from handlers.cluster.agent import AgentOptions, run_agent
 from handlers.cluster.leases import held_roles
-from handlers.loop.checkpoints import create_initial_model
-from handlers.loop.config import load_in_force
-from projections.models import ModelRegistryProjection
-from projections.runner import ProjectionRunner
 from streams import events as ev
 from streams import names
 from streams.cluster_events import RoleTaken
 from streams.connection import connect
 from streams.store import EventStore
-from tests.loop_configs import write_tiny_loop
+from tests.loop_configs import start_tiny_run
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -57,13 +53,7 @@ async def test_an_agent_holding_train_and_sync_writes_batches_and_checkpoints_un
     stop = asyncio.Event()
     agent = None
     try:
-        path, _ = write_tiny_loop(nats_cluster.settings_for("admin"), tmp_path, RUN)
-        in_force = load_in_force(path)
-        await store.append(ev.LoopStarted.new(RUN, by="test", **in_force.started_fields()))
-        registry = ProjectionRunner(store, ModelRegistryProjection(), RUN)
-        await registry.follow()
-        await create_initial_model(store, RUN, in_force.loop, registry)
-        await registry.stop()
+        await start_tiny_run(store, nats_cluster.settings_for("admin"), tmp_path, RUN)
         agent = asyncio.create_task(run_agent(nats_cluster.settings_for(f"node-{NODE}"), RUN,
                                               AgentOptions(name=NODE, roles=("selfplay", "train", "sync")),
                                               stop=stop))

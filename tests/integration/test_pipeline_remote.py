@@ -25,8 +25,6 @@ from engine.checkpoint import make_meta, save_checkpoint_file
 from engine.games import get_game
 from engine.network import NetworkConfig, build_network
 from handlers.cluster.agent import AgentOptions, run_agent
-from handlers.loop.checkpoints import create_initial_model
-from handlers.loop.config import load_in_force
 from handlers.pipeline.bundle import pack_tree
 from handlers.pipeline.config import (
     MatchGate,
@@ -39,9 +37,6 @@ from handlers.pipeline.config import (
 from handlers.pipeline.remote import WorkMatch, live_players
 from handlers.pipeline.validate import Hooks, ValidationRequest, validate
 from handlers.pipeline.work_player import PLAYER, PipelinePlayer, pipeline_work_consumer
-from projections.models import ModelRegistryProjection
-from projections.runner import ProjectionRunner
-from streams import events as ev
 from streams import names
 from streams.kv import Heartbeat, alive_nodes, beat
 from streams.objects import put_object
@@ -53,7 +48,7 @@ from streams.pipeline_events import (
     UnitPair,
 )
 from streams.store import EventStore
-from tests.loop_configs import write_tiny_loop
+from tests.loop_configs import start_tiny_run
 from tests.pipeline_support import clone, make_repo
 from tests.waiting import until
 
@@ -104,13 +99,7 @@ async def ship(store: EventStore, label: str, root: Path, model_path: Path) -> C
 
 async def join_prerequisites(store: EventStore, nats_settings, tmp_path: Path) -> None:
     """What an agent waits for before it works: the config in force and a champion."""
-    path, _ = write_tiny_loop(nats_settings.client_url, tmp_path, RUN)
-    in_force = load_in_force(path)
-    await store.append(ev.LoopStarted.new(RUN, by="test", **in_force.started_fields()))
-    registry = ProjectionRunner(store, ModelRegistryProjection(), RUN)
-    await registry.follow()
-    await create_initial_model(store, RUN, in_force.loop, registry)
-    await registry.stop()
+    await start_tiny_run(store, nats_settings.client_url, tmp_path, RUN)
 
 
 async def test_a_validation_plays_its_match_over_work_as_it_would_here(nats_settings, store, tmp_path):
