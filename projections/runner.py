@@ -16,6 +16,12 @@ is folded: where a message is stored counts even when what it says cannot. Recor
 best effort here (a runner may read on a connection that cannot append): a failed append is
 logged and left to the next reader. A fold that raises stops the runner with
 ``ProjectionError`` naming the sequence.
+
+``folded_only``: a read-only follower of a busy log (the matchmaking AI's registry, beside a
+server appending a move per game) follows only the event types its projection folds (its
+``handlers``), one filter per type, instead of receiving every event of the run. Such a
+runner catches up on everything as any other, but while following it sees no poison to
+record, ``note_subject`` sees only those types, and it writes no snapshot.
 """
 
 from __future__ import annotations
@@ -62,12 +68,14 @@ class ProjectionRunner(Generic[S]):
         *,
         snapshot_every: int = 1000,
         use_snapshots: bool = True,
+        folded_only: bool = False,
     ):
         self.store = store
         self.projection = projection
         self.run = run
         self.snapshot_every = snapshot_every
         self.use_snapshots = use_snapshots
+        self.folded_only = folded_only
         self.state: S = projection.initial()
         self.position = 0
         self.skipped = 0  # poison messages met (not folded)
@@ -85,6 +93,14 @@ class ProjectionRunner(Generic[S]):
     @property
     def subject_filter(self) -> str:
         return names.run_filter(self.projection.stream, self.run)
+
+    @property
+    def follow_filter(self) -> str | list[str]:
+        """What ``follow`` reads: the run's subjects, or (``folded_only``) the folded types'."""
+        tags = sorted(getattr(self.projection, "handlers", {})) if self.folded_only else []
+        if not tags:
+            return self.subject_filter
+        return [names.tag_filter(self.projection.stream, self.run, tag) for tag in tags]
 
     @property
     def snapshot_key(self) -> str:
@@ -209,11 +225,11 @@ class ProjectionRunner(Generic[S]):
             await self.record_poison()
             async with self._changed:
                 self._changed.notify_all()
-            if self.snapshot_due:
+            if self.snapshot_due and not self.folded_only:
                 await self.save_snapshot()
 
         self._follow_sub = await self.store.subscribe_ordered(
-            self.projection.stream, self.subject_filter, on_msg, self.position + 1, None
+            self.projection.stream, self.follow_filter, on_msg, self.position + 1, None
         )
 
     async def stop(self) -> None:

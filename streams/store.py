@@ -173,6 +173,24 @@ class EventStore:
         sent again every ``FAILOVER_RETRY_S`` for up to ``FAILOVER_WINDOW_S``.
         """
         batch = list(events)
+        outcomes = await self.append_each(batch, window=window, timeout=timeout)
+        unacknowledged = sum(1 for o in outcomes if isinstance(o, _Unacknowledged))
+        if unacknowledged:
+            raise StoreError(f"bulk append: {unacknowledged} events unacknowledged after retries")
+        refused = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, _Refused)]
+        if refused:
+            index, error = refused[0]
+            raise StoreError(f"bulk append: {len(refused)} refused, first: {batch[index].tag}: "
+                             f"{error.reason}")
+        return [int(o) for o in outcomes]  # type: ignore[arg-type]
+
+    async def append_each(
+        self, events: Iterable[Event], *, window: int = 4000, timeout: float = 30.0
+    ) -> list[int | StoreError]:
+        """``append_many`` with an outcome per event: its sequence, or the ``StoreError`` that
+        refused it (one refused event does not fail the others). Raises only what fails the
+        whole batch: ``PublishDenied`` (this login may not publish there)."""
+        batch = list(events)
         if not batch:
             return []
         encoded = self._encode(batch)
@@ -185,15 +203,13 @@ class EventStore:
                     and _take_back_electing(seqs, errors)):
                 break
             await asyncio.sleep(FAILOVER_RETRY_S)  # the stream elects a leader: send them again
-        remaining = seqs.count(0)
-        if remaining:
-            raise StoreError(f"bulk append: {remaining} events unacknowledged after retries")
-        if errors:
-            index, reason = min(errors)
-            raise StoreError(
-                f"bulk append: {len(errors)} refused, first: {batch[index].tag}: {reason}"
-            )
-        return seqs
+        outcomes: list[int | StoreError] = list(seqs)
+        for index, seq in enumerate(seqs):
+            if seq == 0:
+                outcomes[index] = _Unacknowledged(batch[index].tag)
+        for index, reason in errors:
+            outcomes[index] = _Refused(batch[index].tag, reason)
+        return outcomes
 
     async def _append_round(self, encoded, seqs, errors, window, timeout) -> None:
         """Publish the entries whose ``seqs`` is 0: over the lean connection, else nats-py."""
@@ -474,12 +490,16 @@ class EventStore:
 
     async def subscribe_ordered(self, stream, subject_filter, cb, start_seq=1, start_time=None):
         """An ordered push consumer calling ``cb(msg)`` from ``start_seq`` (or time), live; on a
-        cluster its creation is asked again while the stream elects a leader."""
+        cluster its creation is asked again while the stream elects a leader. ``subject_filter``
+        is one filter or a list of them (which must not overlap: the server refuses that)."""
         config = _start_config(start_seq, start_time)
+        if isinstance(subject_filter, list) and len(subject_filter) > 1:
+            config.filter_subjects = subject_filter
+        first = subject_filter[0] if isinstance(subject_filter, list) else subject_filter
 
         async def subscribe():
             return await self.js.subscribe(
-                subject_filter or names.run_filter(stream),
+                first or names.run_filter(stream),
                 stream=stream,
                 cb=cb,
                 ordered_consumer=True,
@@ -567,3 +587,19 @@ async def _quiet_unsubscribe(sub) -> None:
         await sub.unsubscribe()
     except Exception:  # noqa: BLE001 - the connection may already be closed
         pass
+
+
+class _Refused(StoreError):
+    """One event of a bulk append the stream refused (``reason``: the server's words)."""
+
+    def __init__(self, tag: str, reason: str):
+        super().__init__(f"append {tag} refused: {reason}")
+        self.reason = reason
+
+
+class _Unacknowledged(StoreError):
+    """One event of a bulk append no acknowledgement came for (resending it is safe)."""
+
+    def __init__(self, tag: str):
+        super().__init__(f"append {tag}: no acknowledgement after retries")
+        self.reason = "no acknowledgement"

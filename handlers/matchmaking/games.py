@@ -21,6 +21,7 @@ import msgspec
 
 from engine.errors import IllegalMove
 from engine.games import Game, get_game
+from engine.games.base import State
 
 __all__ = [
     "Refusal",
@@ -146,8 +147,25 @@ def flag(room: Room, now: float) -> Room | None:
     return finish(room, 1 - seat, "timeout", now)
 
 
-def _state(room: Room):
-    return engine_game(room.game).from_moves(room.moves)
+STATES_KEPT = 8192  # engine states remembered by (game, moves): a live game's is always there
+_states: dict[tuple[str, tuple[int, ...]], State] = {}
+
+
+def _state(room: Room) -> State:
+    """The engine's state after the room's moves: remembered, so a move costs one ``play``
+    rather than a replay of the game (states are immutable)."""
+    key = (room.game, room.moves)
+    state = _states.get(key)
+    if state is None:
+        state = _remember(key, engine_game(room.game).from_moves(room.moves))
+    return state
+
+
+def _remember(key: tuple[str, tuple[int, ...]], state: State) -> State:
+    _states[key] = state
+    if len(_states) > STATES_KEPT:
+        del _states[next(iter(_states))]  # the oldest: a finished or long-idle game's
+    return state
 
 
 def to_move(room: Room) -> int | None:
@@ -200,6 +218,7 @@ def play(room: Room, seat: int, move: int, version: int | None = None,
         after = _state(room).play(move)
     except IllegalMove as exc:
         return Refusal(code="illegal_move", message=str(exc))
+    _remember((room.game, (*room.moves, move)), after)
     clocks = room.clocks
     if clocks is not None and now is not None:
         if (flagged := flag(room, now)) is not None:

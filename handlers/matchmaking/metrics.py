@@ -78,9 +78,12 @@ class MatchmakingMetrics:
         self.ai_move_seconds = Histogram("jetzero_p2p_ai_move_seconds", "The AI's time per move, by level",
                                          ["run", "level"], buckets=AI_BUCKETS, registry=self.registry)
         self.registry.register(_Live(server, run))
+        # the children updated at every move, looked up once (``labels`` costs more than ``inc``)
+        self._moves_by = {kind: self.moves.labels(run, kind) for kind in ("human", "ai")}
+        self._move_seconds = self.move_seconds.labels(run)
 
     def move_played(self, player_kind: str) -> None:
-        self.moves.labels(self.run, player_kind).inc()
+        self._moves_by[player_kind].inc()
 
     def game_started(self, kind: str) -> None:
         self.games_started.labels(self.run, kind).inc()
@@ -89,7 +92,7 @@ class MatchmakingMetrics:
         self.games_finished.labels(self.run, reason).inc()
 
     def human_move(self, seconds: float) -> None:
-        self.move_seconds.labels(self.run).observe(seconds)
+        self._move_seconds.observe(seconds)
 
     def ai_move(self, level: int, seconds: float) -> None:
         self.ai_move_seconds.labels(self.run, str(level)).observe(seconds)

@@ -63,6 +63,7 @@ from projections.matchmaking import (
     rating_changes,
 )
 from projections.runner import ProjectionRunner
+from streams.batched_append import BatchedAppender
 from streams.envelope import Event, derived_id
 from streams.errors import JetzeroError
 from streams.matchmaking_events import P2pGameFinished, P2pGameStarted, P2pMovePlayed
@@ -159,6 +160,7 @@ class MatchmakingServer:
         self.config = config
         self.settings = config.server
         self.store = store
+        self.appends = BatchedAppender(store)  # a burst of moves goes to the log as one batch
         self.run = run
         self.ai = ai
         self.secret = secret
@@ -218,6 +220,7 @@ class MatchmakingServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        await self.appends.close()
 
     async def __aenter__(self) -> MatchmakingServer:
         await self.start()
@@ -481,7 +484,7 @@ class MatchmakingServer:
         return table
 
     async def _append(self, event: Event) -> None:
-        await self.store.append(event)
+        await self.appends.append(event)
         self.view = self._projection.apply(self.view, event)
 
     # -- playing -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from projections.runner import ProjectionRunner, state_as_of
 from streams import events as ev
 from streams import names
 from streams.errors import ProjectionError
+from streams.matchmaking_events import P2pMovePlayed
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +66,24 @@ async def test_following_applies_live_events(store):
         await store.append(ev.LoopHalted.new("r1", reason="live"))
         state = await runner.wait_for(lambda s: s.halted, timeout=10)
         assert state.halt_reason == "live"
+    finally:
+        await runner.stop()
+
+
+async def test_a_folded_only_follower_is_sent_only_the_types_it_folds(store):
+    runner = ProjectionRunner(store, LoopStatusProjection(), "r1", folded_only=True)
+    await runner.follow()
+    try:
+        moves = [P2pMovePlayed.new("r1", game_id=f"g{i}", ply=0, move=3, seat=0) for i in range(50)]
+        await store.append_many(moves)
+        halted = await store.append(ev.LoopHalted.new("r1", reason="busy log"))
+        state = await runner.wait_for(lambda s: s.halted, timeout=10)
+        assert state.halt_reason == "busy log" and runner.position == halted
+        info = await runner._follow_sub.consumer_info()
+        assert info.delivered.consumer_seq == 1  # the halt alone came over the wire, not the moves
+        assert sorted(info.config.filter_subjects) == runner.follow_filter
+        full = ProjectionRunner(store, LoopStatusProjection(), "r1", use_snapshots=False)
+        assert (await full.catch_up()) == state
     finally:
         await runner.stop()
 

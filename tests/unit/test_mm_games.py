@@ -131,3 +131,18 @@ def test_a_clocked_move_may_spend_a_thirtieth_of_the_time_left_and_most_of_the_i
     flagged_soon = g.new_room("g", "connect4", seats, clock=g.TimeControl(initial_ms=10), now=0.0)
     assert g.move_budget_ms(flagged_soon, 1.0) == 1  # out of time: the least there is
     assert g.move_budget_ms(g.new_room("g", "connect4", seats), 5.0) is None  # no clocks
+
+
+def test_remembered_states_are_bounded_and_a_forgotten_one_is_rebuilt(monkeypatch):
+    monkeypatch.setattr(g, "STATES_KEPT", 8)
+    monkeypatch.setattr(g, "_states", {})
+    games = [room("connect4", (c,)) for c in range(7)]  # seven games, one move each
+    for r in games:
+        r2 = g.play(r, 1, 3)
+        assert isinstance(r2, g.Room)
+    assert len(g._states) == 8  # the oldest were dropped
+    first = games[0]  # its state was forgotten: rebuilt from its moves, the same game
+    assert (first.game, first.moves) not in g._states
+    after = g.play(first, 1, 0)
+    assert isinstance(after, g.Room) and g.board(after)[-1][0] == 1 and g.board(after)[-2][0] == 2
+    assert g.legal(after) == list(range(7)) and g.to_move(after) == 0
