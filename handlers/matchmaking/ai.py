@@ -4,11 +4,19 @@
 moves, level)`` answers one position (the moves from the start) with an ``AiMove``. Nothing
 runs on the caller's event loop but bookkeeping: each request joins the queue of its game
 and lane (``raw_policy`` levels in one lane, ``search`` levels in the other, so a cheap move
-never waits behind a search); a lane sends everything pending as one batch to a worker
-process as soon as it has a free one (after ``batch_wait_ms``, for searches
-``search_batch_wait_ms``, to let concurrent requests join; a search's wait is taken off its
-thinking time), so concurrent games' searches of one model are one ``BatchedSearch`` and
-share every network call. Each lane has at most ``workers`` batches in flight.
+never waits behind a search).
+
+The raw-policy lane sends everything pending as one batch to a ``ProcessPoolExecutor``
+worker as soon as it has a free one (after ``batch_wait_ms``, to let concurrent requests
+join; at most ``workers`` batches in flight). The search lane sends its requests, gathered
+for ``search_batch_wait_ms`` (taken off their thinking time), to ``workers`` persistent
+search processes (``search_worker``; each request to the one with the fewest outstanding)
+that search continuously: a search joins the running ``BatchedSearch`` of its net at the
+next chunk's end (every ~40 ms), shares every network call with the searches running, and
+leaves it, answered, as soon as it has its simulations or its deadline — it waits for no
+other search. A reader thread per process resolves the waiting moves on the event loop. A
+search process that dies fails the moves waiting on it (``AiUnavailable``) at once; the
+next request starts a new one.
 
 The net: the run's champion for its game (bytes fetched from ``OBJ_MODELS`` and checked
 against the registry's digest by ``streams.objects.get_object``, the same path as
@@ -25,11 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -45,6 +54,7 @@ from handlers.matchmaking.levels import (
     levels_by_number,
     move_seed,
 )
+from handlers.matchmaking.search_worker import SearchJob, SearchProcess, SearchResults, WorkerSettings
 from projections.models import ModelRegistry, ModelRegistryProjection
 from projections.runner import ProjectionRunner
 from streams import names
@@ -54,7 +64,7 @@ from streams.errors import JetzeroError, StoreError
 from streams.objects import get_object
 from streams.store import EventStore
 
-__all__ = ["AiMove", "AiPlayers", "AiSettings", "AiStats", "LaneStats", "initial_model_id"]
+__all__ = ["AiMove", "AiPlayers", "AiSettings", "AiStats", "AiUnavailable", "LaneStats", "initial_model_id"]
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +72,16 @@ log = logging.getLogger(__name__)
 class AiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The ``ai:`` section of config/p2p.yaml."""
 
-    workers: int = 1  # worker processes (and batches in flight) per lane
+    workers: int = 1  # raw-policy worker processes (batches in flight), and search processes
     threads: int = 1  # torch threads per worker process
     max_think_ms: int = 2000  # no level's search runs longer than this
     batch_wait_ms: float = 2.0  # how long the raw-policy lane waits for more requests before sending
-    # ... and the search lane: longer, so that games whose moves come back at about the same
-    # time share one batch rather than alternating big and small ones; the wait is taken off
-    # the level's thinking time, so a move's answer time stays bounded by it
-    search_batch_wait_ms: float = 300.0
-    max_batch: int = 512  # requests per batch at most
-    search_nice: int = 10  # the search workers' niceness: the server (and raw-policy moves) first
+    # how long new search requests wait to be sent to the search process together (one message,
+    # one join); a search joins the running batch at its next chunk's end whenever it comes,
+    # so this only saves messages. The wait is taken off the level's thinking time.
+    search_batch_wait_ms: float = 5.0
+    max_batch: int = 512  # raw-policy requests per batch; searches of one net running together
+    search_nice: int = 10  # the search processes' niceness: the server (and raw-policy moves) first
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
@@ -96,13 +106,15 @@ class AiMove(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LaneStats(msgspec.Struct, kw_only=True):
-    """What one lane has done: moves answered, batches sent, the network's calls."""
+    """What one lane has done: moves answered, batches, the network's calls. A batch is, in
+    the raw-policy lane, one batch sent to a worker and answered; in the search lane, one
+    result message of a search process (the searches that finished at one chunk's end)."""
 
     moves: int = 0
     batches: int = 0
     network_calls: int = 0
     evaluations: int = 0  # positions the network evaluated
-    busy_s: float = 0.0  # wall time with at least one batch in flight
+    busy_s: float = 0.0  # wall time with at least one batch in flight (search: one search outstanding)
 
     @property
     def mean_batch(self) -> float:
@@ -130,8 +142,8 @@ class _Pending(msgspec.Struct, kw_only=True):
 
 
 class _Lane:
-    """The queue of one (game, kind, model); sends batches to its pool. ``model_id`` empty: the
-    champion, followed as it changes."""
+    """The raw-policy queue of one (game, model); sends batches to its pool. ``model_id``
+    empty: the champion, followed as it changes."""
 
     def __init__(self, owner: AiPlayers, game: str, pool: ProcessPoolExecutor, stats: LaneStats,
                  wait_ms: float, model_id: str = ""):
@@ -190,6 +202,164 @@ class _Lane:
             self.wake.set()
 
 
+class _SearchLane:
+    """The search queue of one (game, model): what arrives within ``search_batch_wait_ms`` is
+    sent to the search processes together. ``model_id`` empty: the champion."""
+
+    def __init__(self, owner: AiPlayers, game: str, model_id: str = ""):
+        self.owner = owner
+        self.wait_s = owner.settings.search_batch_wait_ms / 1000.0
+        self.game = game
+        self.model_id = model_id
+        self.pending: list[_Pending] = []
+        self.wake = asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name=f"ai-search-lane-{game}")
+
+    async def _run(self) -> None:
+        while True:
+            await self.wake.wait()
+            if self.wait_s:
+                await asyncio.sleep(self.wait_s)  # let concurrent requests join
+            self.wake.clear()
+            batch, self.pending = self.pending, []
+            try:
+                source = await self.owner.net_source(self.game, self.model_id)
+            except Exception as exc:  # a net that cannot be fetched: every waiting move hears it
+                log.exception("AI searches of %d moves (%s) failed", len(batch), self.game)
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(AiUnavailable(f"the AI could not move: {exc}"))
+                continue
+            self.owner._searchers.send(source, batch)
+
+
+class _Searching(msgspec.Struct, kw_only=True):
+    """A move being searched in search process ``worker``."""
+
+    future: asyncio.Future[tuple[int, str]]
+    model_id: str
+    worker: int
+
+
+class _Searchers:
+    """The search processes (``workers`` of them, each started by the first request sent its
+    way, and again after it died) and the moves waiting on them. Everything but the
+    processes' reader threads runs on the event loop."""
+
+    def __init__(self, settings: AiSettings, stats: LaneStats):
+        self.settings = WorkerSettings(threads=settings.threads, nice=settings.search_nice,
+                                       slots=settings.max_batch, max_think_ms=settings.max_think_ms)
+        self.stats = stats
+        self.processes: list[SearchProcess | None] = [None] * settings.workers
+        self.outstanding = [0] * settings.workers
+        self.waiting: dict[int, _Searching] = {}  # by request id
+        self._ids = itertools.count()
+        self._busy_mark = 0.0
+        self._closing = False
+        self._reaping: set[asyncio.Task[None]] = set()
+
+    def send(self, source: NetSource, batch: list[_Pending]) -> None:
+        """Send ``batch`` to be searched with ``source``, each request to the process with the
+        fewest outstanding; its time waiting so far is taken off its thinking time."""
+        now = time.monotonic()
+        self._account_busy(now)
+        jobs: dict[int, list[SearchJob]] = {}
+        for pending in batch:
+            if pending.future.done():  # given up while it waited
+                continue
+            index = min(range(len(self.outstanding)), key=self.outstanding.__getitem__)
+            try:
+                self._process(index)
+            except OSError as exc:
+                log.exception("search process did not start")
+                pending.future.set_exception(AiUnavailable(f"the AI could not move: {exc}"))
+                continue
+            request_id = next(self._ids)
+            request = msgspec.structs.replace(pending.request, waited_ms=1000.0 * (now - pending.since))
+            self.waiting[request_id] = _Searching(future=pending.future, model_id=source.model_id,
+                                                  worker=index)
+            self.outstanding[index] += 1
+            jobs.setdefault(index, []).append(SearchJob(id=request_id, net=source, request=request))
+        for index, some in jobs.items():
+            self._process(index).submit(some)
+
+    def _process(self, index: int) -> SearchProcess:
+        process = self.processes[index]
+        if process is None:
+            loop = asyncio.get_running_loop()
+            process = self.processes[index] = SearchProcess(
+                self.settings,
+                on_results=lambda p, results: _post(loop, self._on_results, results),
+                on_exit=lambda p: _post(loop, self._on_exit, p),
+            )
+            log.info("search process %s started", process.pid)
+        return process
+
+    def _on_results(self, results: SearchResults) -> None:
+        self._account_busy(time.monotonic())
+        for found in results.answers:
+            waiting = self._done(found.id)
+            if waiting is not None and not waiting.future.done():
+                waiting.future.set_result((found.move, waiting.model_id))
+        for failure in results.failures:
+            waiting = self._done(failure.id)
+            if waiting is not None and not waiting.future.done():
+                waiting.future.set_exception(AiUnavailable(f"the AI could not move: {failure.message}"))
+        self.stats.moves += len(results.answers)
+        self.stats.batches += 1
+        self.stats.network_calls += results.evaluator_calls
+        self.stats.evaluations += results.evaluations
+
+    def _on_exit(self, process: SearchProcess) -> None:
+        """``process`` ended: every move waiting on it fails now; the next request starts another."""
+        if process not in self.processes:
+            return
+        index = self.processes.index(process)
+        self.processes[index] = None
+        self._account_busy(time.monotonic())
+        lost = [request_id for request_id, waiting in self.waiting.items() if waiting.worker == index]
+        if not self._closing:
+            log.error("search process %s ended (exit code %s) with %d moves waiting",
+                      process.pid, process.exitcode, len(lost))
+            task = asyncio.create_task(asyncio.to_thread(process.close))  # its threads and pipes
+            self._reaping.add(task)
+            task.add_done_callback(self._reaping.discard)
+        for request_id in lost:
+            waiting = self._done(request_id)
+            if waiting is not None and not waiting.future.done():
+                waiting.future.set_exception(AiUnavailable(
+                    f"the AI's search process stopped (exit code {process.exitcode})"))
+
+    def _done(self, request_id: int) -> _Searching | None:
+        waiting = self.waiting.pop(request_id, None)
+        if waiting is not None:
+            self.outstanding[waiting.worker] -= 1
+        return waiting
+
+    def _account_busy(self, now: float) -> None:
+        """Called before ``waiting`` changes: adds the time since the last change to
+        ``busy_s`` when a search was outstanding (so it counts during a long busy stretch too)."""
+        if self.waiting:
+            self.stats.busy_s += now - self._busy_mark
+        self._busy_mark = now
+
+    async def close(self) -> None:
+        self._closing = True
+        running = [p for p in self.processes if p is not None]
+        await asyncio.gather(*(asyncio.to_thread(p.close) for p in running), *self._reaping)
+        self.processes = [None] * len(self.processes)
+        for request_id in list(self.waiting):
+            waiting = self._done(request_id)
+            if waiting is not None and not waiting.future.done():
+                waiting.future.set_exception(AiUnavailable("the AI is closing"))
+
+
+def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: object) -> None:
+    """Run ``callback(*args)`` on ``loop`` (from another thread); nothing once it is closed."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(callback, *args)
+
+
 class AiUnavailable(JetzeroError):
     """The AI could not choose a move (its worker failed, or its net could not be loaded)."""
 
@@ -211,14 +381,10 @@ class AiPlayers:
         self.levels = levels_by_number(levels)
         self.stats = AiStats()
         self._workdir = workdir
-        context = multiprocessing.get_context("spawn")
-        nice = {"raw_policy": 0, "search": settings.search_nice}
-        self._pools = {
-            kind: ProcessPoolExecutor(settings.workers, mp_context=context, initializer=initialise,
-                                      initargs=(settings.threads, nice[kind]))
-            for kind in ("raw_policy", "search")
-        }
-        self._lanes: dict[tuple[str, str, str], _Lane] = {}
+        self._pool = ProcessPoolExecutor(settings.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=initialise, initargs=(settings.threads, 0))
+        self._searchers = _Searchers(settings, self.stats.search)
+        self._lanes: dict[tuple[str, str, str], _Lane | _SearchLane] = {}
         self._sources: dict[str, NetSource] = {}
         self._named: dict[str, NetSource] = {}  # model id -> its net (exhibitions between models)
         self._loading = asyncio.Lock()
@@ -238,7 +404,9 @@ class AiPlayers:
         conn = registry = None
         if nats is not None:
             conn = await connect(nats, name="jetzero-matchmaking-ai")
-            registry = ProjectionRunner(EventStore(conn), ModelRegistryProjection(), run)
+            # folded_only: not every move of every game played here comes back to this runner
+            registry = ProjectionRunner(EventStore(conn), ModelRegistryProjection(), run,
+                                        folded_only=True)
             await registry.follow()
         with tempfile.TemporaryDirectory(prefix="jetzero-ai-") as workdir:
             ai = cls(settings, registry, conn, levels, Path(workdir))
@@ -257,8 +425,17 @@ class AiPlayers:
         for lane in self._lanes.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await lane.task
-        for pool in self._pools.values():
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        await self._searchers.close()
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+
+    @property
+    def searching(self) -> int:
+        """Search moves sent to the search processes and not answered yet."""
+        return len(self._searchers.waiting)
+
+    def search_pids(self) -> list[int]:
+        """The process ids of the search processes running now."""
+        return [p.pid for p in self._searchers.processes if p is not None and p.pid is not None]
 
     def level(self, number: int) -> LevelSettings:
         try:
@@ -267,11 +444,13 @@ class AiPlayers:
             raise ValueError(f"no AI level {number} (levels are 1-8)") from None
 
     async def warm_up(self, game: str) -> None:
-        """Start every worker and load ``game``'s net in it (the first moves then need no
-        process start), by one raw-policy and one search move from the initial position."""
+        """Start a raw-policy worker and every search process and load ``game``'s net in them
+        (the first moves then need no process start), by a raw-policy move and one search
+        move per search process from the initial position."""
         await asyncio.gather(
             self.choose_move(game, [], min(self.levels), game_id="warm-up"),
-            self.choose_move(game, [], max(self.levels), game_id="warm-up"),
+            *(self.choose_move(game, [], max(self.levels), game_id=f"warm-up-{i}")
+              for i in range(self.settings.workers)),
         )
 
     async def choose_move(self, game: str, moves: list[int], level: int, *, game_id: str = "",
@@ -289,10 +468,11 @@ class AiPlayers:
         lane = self._lanes.get(key)
         if lane is None:
             get_game(game)  # an unknown game name fails here, not in a worker
-            stats = getattr(self.stats, settings.kind)
-            ai = self.settings
-            wait = ai.search_batch_wait_ms if settings.kind == "search" else ai.batch_wait_ms
-            lane = self._lanes[key] = _Lane(self, game, self._pools[settings.kind], stats, wait, model_id)
+            if settings.kind == "search":
+                lane = self._lanes[key] = _SearchLane(self, game, model_id)
+            else:
+                lane = self._lanes[key] = _Lane(self, game, self._pool, self.stats.raw_policy,
+                                                self.settings.batch_wait_ms, model_id)
         request = MoveRequest(moves=tuple(moves), level=settings, seed=move_seed(game_id or game, len(moves)))
         future: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         lane.pending.append(_Pending(request=request, future=future, since=started))

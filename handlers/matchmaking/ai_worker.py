@@ -1,11 +1,13 @@
-"""The AI worker process: loads nets, answers batches of move requests (``levels.choose_moves``).
+"""The AI worker processes' shared pieces: nets by source, the raw-policy lane's batches.
 
-Runs inside a ``ProcessPoolExecutor`` (spawned, so no torch or asyncio state is forked) that
-``handlers.matchmaking.ai`` owns. A net is named by ``NetSource``: a checkpoint file the
-parent process fetched from the object store and verified against the registry's digest
-(``load_checkpoint`` checks it again against its own meta and the game), or, with no file,
-the untrained initial network of the game (engine defaults, seed 0). Loaded nets are kept
-per process, the most recent few.
+A net is named by ``NetSource``: a checkpoint file the parent process fetched from the
+object store and verified against the registry's digest (``load_checkpoint`` checks it again
+against its own meta and the game), or, with no file, the untrained initial network of the
+game (engine defaults, seed 0). ``evaluator`` keeps the loaded nets per process, the most
+recent few. ``initialise`` is every worker's start (torch threads, niceness). ``answer``
+answers one batch of the raw-policy lane (``levels.choose_moves``) inside the
+``ProcessPoolExecutor`` (spawned, so no torch or asyncio state is forked) that
+``handlers.matchmaking.ai`` owns; the search levels run in ``search_worker`` processes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from engine.games import get_game
 from engine.network import NetworkEvaluator, set_torch_threads
 from handlers.matchmaking.levels import Batch, MoveRequest, choose_moves, initial_network
 
-__all__ = ["BatchJob", "NetSource", "answer", "initialise"]
+__all__ = ["BatchJob", "NetSource", "answer", "evaluator", "initialise"]
 
 _KEEP = 4
 _evaluators: OrderedDict[tuple[str, str], NetworkEvaluator] = OrderedDict()
@@ -48,27 +50,28 @@ def initialise(threads: int, nice: int = 0) -> None:
         os.nice(nice)
 
 
-def _evaluator(source: NetSource) -> NetworkEvaluator:
+def evaluator(source: NetSource) -> NetworkEvaluator:
+    """The evaluator of ``source``'s net, loaded once per process (the last few kept)."""
     key = (source.game, source.model_id)
-    evaluator = _evaluators.get(key)
-    if evaluator is not None:
+    known = _evaluators.get(key)
+    if known is not None:
         _evaluators.move_to_end(key)
-        return evaluator
+        return known
     game = get_game(source.game)
     if source.path:
         net, _ = load_checkpoint_file(source.path, game)
     else:
         net = initial_network(game)
-    evaluator = _evaluators[key] = NetworkEvaluator(net)
+    loaded = _evaluators[key] = NetworkEvaluator(net)
     while len(_evaluators) > _KEEP:
         _evaluators.popitem(last=False)
-    return evaluator
+    return loaded
 
 
 def answer(job: bytes) -> bytes:
     """One batch (msgspec bytes of a ``BatchJob``) → msgspec bytes of its ``Batch``."""
     batch_job = msgspec.msgpack.decode(job, type=BatchJob)
     game = get_game(batch_job.net.game)
-    batch: Batch = choose_moves(game, _evaluator(batch_job.net), batch_job.requests,
+    batch: Batch = choose_moves(game, evaluator(batch_job.net), batch_job.requests,
                                 max_think_ms=batch_job.max_think_ms)
     return msgspec.msgpack.encode(batch)

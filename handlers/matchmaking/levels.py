@@ -10,9 +10,13 @@ relative to the random player), None before calibration.
 Two ways to play a level, both on the engine's players and search (nothing new searched
 here): ``level_player`` is an ``engine.games.Player`` for one game (``RawPolicyPlayer`` /
 ``NetworkMCTSPlayer``, wrapped to blunder), used by calibration; ``choose_moves`` answers
-many pending positions of many games at once, as the AI workers do: the raw-policy ones in
-one evaluator call, the searched ones as the slots of one ``BatchedSearch`` (each simulation
-one evaluator call over every slot, the slots' own simulation counts and deadlines).
+many pending positions of many games at once, as the raw-policy AI workers do: the
+raw-policy ones in one evaluator call, the searched ones as the slots of one
+``BatchedSearch`` (each simulation one evaluator call over every slot, the slots' own
+simulation counts and deadlines). The pieces of one searched move — ``start_move`` (its
+position, rng and blunder), ``think_limit_s``, ``level_search``, ``searched_choice`` — are
+shared with ``search_worker.ContinuousSearch``, where searches join and leave a running
+batch one by one.
 """
 
 from __future__ import annotations
@@ -34,18 +38,24 @@ from engine.players import NetworkMCTSPlayer, RawPolicyPlayer
 __all__ = [
     "DEFAULT_LEVELS",
     "LEVEL_NUMBERS",
+    "SEARCH_CHUNK",
+    "Batch",
     "Choice",
     "LevelSettings",
     "MoveRequest",
     "choose_moves",
     "initial_network",
     "level_player",
+    "level_search",
     "levels_by_number",
     "move_seed",
+    "searched_choice",
+    "start_move",
+    "think_limit_s",
 ]
 
 LEVEL_NUMBERS = range(1, 9)
-SEARCH_CHUNK = 16  # simulations per slot between two deadline checks
+SEARCH_CHUNK = 16  # simulations per slot between two deadline checks (at most)
 
 
 class LevelSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -181,6 +191,34 @@ def _blunder(state: State, level: LevelSettings, rng: np.random.Generator) -> in
     return None
 
 
+def start_move(game: Game, request: MoveRequest) -> tuple[State, np.random.Generator, int | None]:
+    """The position of ``request``, its rng (seeded by the request: a game replays) and its
+    blunder: a uniformly random legal move with the level's ``blunder_rate``, else None."""
+    state = game.from_moves(request.moves)
+    rng = np.random.default_rng(request.seed)
+    return state, rng, _blunder(state, request.level, rng)
+
+
+def think_limit_s(request: MoveRequest, max_think_ms: int) -> float:
+    """How long the search of ``request`` may run from its start, in seconds: its level's
+    ``think_ms`` (0: ``max_think_ms``), at most ``max_think_ms``, less ``waited_ms``. Zero or
+    less: one simulation and out (every search gets at least one)."""
+    return (min(request.level.think_ms or max_think_ms, max_think_ms) - request.waited_ms) / 1000.0
+
+
+def level_search(game: Game, evaluator: Evaluator, slots: int, simulations: int,
+                 capacity: int | None = None) -> BatchedSearch:
+    """The ``BatchedSearch`` the search levels play with (the engine's default PUCT, no root
+    noise; ``simulations`` only sizes the default node pool: runs say their own counts)."""
+    return BatchedSearch(game, evaluator, SearchSettings(simulations=simulations), slots=slots,
+                         capacity=capacity)
+
+
+def searched_choice(visits: np.ndarray, level: LevelSettings, rng: np.random.Generator) -> Choice:
+    """The move drawn from a search's root visits at the level's temperature."""
+    return Choice(move=select_move(visits, level.temperature, rng), simulations=int(visits.sum()))
+
+
 def choose_moves(
     game: Game,
     evaluator: Evaluator,
@@ -192,30 +230,30 @@ def choose_moves(
     evaluator call, search levels as one batched search; a search stops at its level's
     ``think_ms`` (at most ``max_think_ms``, less ``waited_ms``) or its simulations, whichever
     comes first."""
-    states = [game.from_moves(r.moves) for r in requests]
-    rngs = [np.random.default_rng(r.seed) for r in requests]
-    moves = [_blunder(state, r.level, rng) for state, r, rng in zip(states, requests, rngs, strict=True)]
-    sims = [0] * len(requests)
+    started = [start_move(game, r) for r in requests]
+    states = [state for state, _, _ in started]
+    rngs = [rng for _, rng, _ in started]
+    choices: list[Choice | None] = [
+        None if blunder is None else Choice(move=blunder) for _, _, blunder in started
+    ]
     batch = Batch(choices=[])
-    raw = [i for i, r in enumerate(requests) if moves[i] is None and r.level.kind == "raw_policy"]
+    raw = [i for i, r in enumerate(requests) if choices[i] is None and r.level.kind == "raw_policy"]
     if raw:
         priors, _ = evaluator.evaluate([states[i] for i in raw])
         batch.evaluator_calls += 1
         batch.evaluations += len(raw)
         for row, i in enumerate(raw):
             policy = policy_from_visits(priors[row], requests[i].level.temperature)
-            moves[i] = int(rngs[i].choice(len(policy), p=policy))
-    searched = [i for i, r in enumerate(requests) if moves[i] is None]
+            choices[i] = Choice(move=int(rngs[i].choice(len(policy), p=policy)))
+    searched = [i for i, choice in enumerate(choices) if choice is None]
     if searched:
         search = _search(game, evaluator, [states[i] for i in searched], [requests[i] for i in searched],
                          [rngs[i] for i in searched], max_think_ms)
         batch.evaluator_calls += search.evaluator_calls
         batch.evaluations += search.evaluations
         for slot, i in enumerate(searched):
-            moves[i] = select_move(search.visit_counts(slot), requests[i].level.temperature, rngs[i])
-            sims[i] = int(search.visit_counts(slot).sum())
-    batch.choices = [Choice(move=int(m), simulations=n) for m, n in zip(moves, sims, strict=True)
-                     if m is not None]
+            choices[i] = searched_choice(search.visit_counts(slot), requests[i].level, rngs[i])
+    batch.choices = [choice for choice in choices if choice is not None]
     return batch
 
 
@@ -228,16 +266,13 @@ def _search(
     max_think_ms: int,
 ) -> BatchedSearch:
     """One ``BatchedSearch`` with a slot per position, run in chunks until each slot has its
-    level's simulations or its deadline passed (its level's thinking time, capped at
-    ``max_think_ms``, less the time it waited; every slot gets at least one chunk)."""
-    levels = [r.level for r in requests]
-    target = np.array([level.simulations for level in levels], dtype=np.int64)
-    settings = SearchSettings(simulations=int(target.max()))
-    search = BatchedSearch(game, evaluator, settings, slots=len(states))
+    level's simulations or its deadline passed (``think_limit_s``; every slot gets at least
+    one chunk)."""
+    target = np.array([r.level.simulations for r in requests], dtype=np.int64)
+    search = level_search(game, evaluator, len(states), int(target.max()))
     for slot, state in enumerate(states):
         search.reset(slot, state)
-    limits = np.array([(min(r.level.think_ms or max_think_ms, max_think_ms) - r.waited_ms) / 1000.0
-                       for r in requests])
+    limits = np.array([think_limit_s(r, max_think_ms) for r in requests])
     done = np.zeros(len(states), dtype=np.int64)
     start = time.monotonic()
     while True:

@@ -1,10 +1,14 @@
 """The AI players against a real nats-server: the champion published through
 ``publish_checkpoint`` plays, concurrent searches share network calls, the levels follow a
-promotion, the event loop stays free; and a small real calibration on tic-tac-toe."""
+promotion, the event loop stays free, a short search does not wait for a long one, a killed
+search process fails its moves at once and is replaced; and a small real calibration on
+tic-tac-toe."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import msgspec
@@ -14,7 +18,7 @@ from engine.checkpoint import make_meta, save_checkpoint
 from engine.games import get_game
 from engine.network import build_network, default_network_config, set_torch_threads
 from handlers.loop.checkpoints import publish_checkpoint
-from handlers.matchmaking.ai import AiPlayers, AiSettings
+from handlers.matchmaking.ai import AiPlayers, AiSettings, AiUnavailable
 from handlers.matchmaking.calibrate import CalibrationSettings, run_calibration
 from handlers.matchmaking.config import load_p2p_config
 from handlers.matchmaking.levels import DEFAULT_LEVELS, SEARCH_CHUNK, LevelSettings
@@ -108,6 +112,51 @@ async def test_searches_never_block_the_event_loop(nats_settings):
         before = ai.stats.search.evaluations
         hurried = await ai.choose_move("connect4", [], 8, game_id="hurried", budget_ms=1)
         assert hurried.think_ms < 1000 and 0 < ai.stats.search.evaluations - before <= 2 * SEARCH_CHUNK
+
+
+SLOW = [*LEVELS[:7], LevelSettings(number=8, kind="search", simulations=100_000, think_ms=1500)]
+
+
+async def test_short_searches_do_not_wait_for_a_long_one(nats_settings):
+    async with AiPlayers.open(AiSettings(max_think_ms=1500), nats_settings, RUN, levels=SLOW) as ai:
+        await ai.warm_up("connect4")  # the search process is up, the net loaded
+        thinking = asyncio.ensure_future(ai.choose_move("connect4", [], 8, game_id="long"))
+
+        async def long_one_sent():
+            return ai.searching == 1
+
+        await until(long_one_sent, timeout=10, what="the long search to be sent", poll=0.005)
+        openings = [[3], [3, 3], [2], [4, 4], [0]]
+        short = await asyncio.gather(*(
+            ai.choose_move("connect4", moves, 5, game_id=f"short-{i}") for i, moves in enumerate(openings)
+        ))
+        assert not thinking.done()  # the long search still runs
+        for moves, answer in zip(openings, short, strict=True):
+            assert answer.move in get_game("connect4").from_moves(moves).legal_moves()
+            assert answer.think_ms < 1000  # they joined it rather than waiting for it
+        long = await thinking
+        assert long.think_ms >= 1000  # it searched on to its deadline
+
+
+async def test_a_killed_search_process_fails_its_moves_at_once_and_is_replaced(nats_settings):
+    async with AiPlayers.open(AiSettings(max_think_ms=1500), nats_settings, RUN, levels=SLOW) as ai:
+        await ai.warm_up("connect4")
+        (pid,) = ai.search_pids()
+        thinking = asyncio.ensure_future(ai.choose_move("connect4", [], 8, game_id="doomed"))
+
+        async def sent():
+            return ai.searching == 1
+
+        await until(sent, timeout=10, what="the search to be sent", poll=0.005)
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(AiUnavailable, match="search process stopped"):
+            await thinking
+        assert time.monotonic() - killed < 1.0  # at once, not at the search's deadline (1.5 s)
+        assert ai.searching == 0 and ai.search_pids() == []
+        again = await ai.choose_move("connect4", [3], 5, game_id="after")  # a new process
+        assert again.move in get_game("connect4").from_moves([3]).legal_moves()
+        assert ai.search_pids() and ai.search_pids() != [pid]
 
 
 async def test_a_small_calibration_on_tictactoe(store, nats_settings, tmp_path):
