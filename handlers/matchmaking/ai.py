@@ -82,6 +82,11 @@ class AiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     search_batch_wait_ms: float = 5.0
     max_batch: int = 512  # raw-policy requests per batch; searches of one net running together
     search_nice: int = 10  # the search processes' niceness: the server (and raw-policy moves) first
+    # ... and more: the search processes run only on CPU time nothing else wants (Linux
+    # SCHED_IDLE), so a move never waits for a search's time slice to end. On a machine busy
+    # with other work (training beside the server) searches then get little CPU and answer at
+    # their deadline with fewer simulations: set it false there, and search_nice alone counts
+    search_idle: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
@@ -248,6 +253,7 @@ class _Searchers:
 
     def __init__(self, settings: AiSettings, stats: LaneStats):
         self.settings = WorkerSettings(threads=settings.threads, nice=settings.search_nice,
+                                       idle=settings.search_idle,
                                        slots=settings.max_batch, max_think_ms=settings.max_think_ms)
         self.stats = stats
         self.processes: list[SearchProcess | None] = [None] * settings.workers

@@ -12,6 +12,7 @@ answers one batch of the raw-policy lane (``levels.choose_moves``) inside the
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 
@@ -21,6 +22,8 @@ from engine.checkpoint import load_checkpoint_file
 from engine.games import get_game
 from engine.network import NetworkEvaluator, set_torch_threads
 from handlers.matchmaking.levels import Batch, MoveRequest, choose_moves, initial_network
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BatchJob", "NetSource", "answer", "evaluator", "initialise"]
 
@@ -42,12 +45,21 @@ class BatchJob(msgspec.Struct, frozen=True, kw_only=True):
     max_think_ms: int
 
 
-def initialise(threads: int, nice: int = 0) -> None:
+def initialise(threads: int, nice: int = 0, idle: bool = False) -> None:
     """The worker's entry point: torch's thread count, and its priority below the server's
-    (searches are throughput work; the server's event loop is latency work)."""
+    (searches are throughput work; the server's event loop is latency work). ``idle``: the
+    process runs only on CPU time nothing else wants (Linux ``SCHED_IDLE``: any other task
+    that wakes takes the CPU from it at once; a niceness alone still lets it finish its time
+    slice first, which is where the server's moves waited). Where there is no such policy,
+    ``nice`` alone."""
     set_torch_threads(threads)
     if nice:
         os.nice(nice)
+    if idle and hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:  # a container that refuses it: the niceness stands
+            log.warning("AI worker: SCHED_IDLE refused (%s); running at niceness %d", exc, nice)
 
 
 def evaluator(source: NetSource) -> NetworkEvaluator:

@@ -112,6 +112,7 @@ class SearchResults(msgspec.Struct, kw_only=True):
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     threads: int = 1  # torch threads
     nice: int = 0
+    idle: bool = False  # SCHED_IDLE where the system has it (``ai_worker.initialise``)
     slots: int = 512  # searches of one net running together at most
     max_think_ms: int = 2000
 
@@ -268,7 +269,7 @@ def serve(jobs: Connection, results: Connection, settings: WorkerSettings) -> No
     """The search process: searches what ``jobs`` brings, answers on ``results``, until
     ``jobs`` closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it (Ctrl-C reaches the group)
-    initialise(settings.threads, settings.nice)
+    initialise(settings.threads, settings.nice, settings.idle)
     search = ContinuousSearch(slots=settings.slots, max_think_ms=settings.max_think_ms)
     decode = msgspec.msgpack.Decoder(SearchJobs).decode
     encode = msgspec.msgpack.Encoder().encode

@@ -159,6 +159,19 @@ async def test_a_killed_search_process_fails_its_moves_at_once_and_is_replaced(n
         assert ai.search_pids() and ai.search_pids() != [pid]
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="no SCHED_IDLE on this system")
+@pytest.mark.parametrize("idle", [True, False])
+async def test_searches_run_on_cpu_nothing_else_wants_unless_told_not_to(idle):
+    settings = AiSettings(max_think_ms=500, search_idle=idle, search_nice=7)
+    async with AiPlayers.open(settings, None, RUN, levels=LEVELS) as ai:
+        await ai.warm_up("connect4")
+        (pid,) = ai.search_pids()
+        assert os.sched_getscheduler(pid) == (os.SCHED_IDLE if idle else os.SCHED_OTHER)
+        assert os.getpriority(os.PRIO_PROCESS, pid) - os.getpriority(os.PRIO_PROCESS, 0) == 7
+        moved = await ai.choose_move("connect4", [3], 8, game_id="idle")
+        assert moved.move in get_game("connect4").from_moves([3]).legal_moves()
+
+
 async def test_a_small_calibration_on_tictactoe(store, nats_settings, tmp_path):
     set_torch_threads(1)
     await publish(store, "ttt-g0", 0, seed=1)
