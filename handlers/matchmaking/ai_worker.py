@@ -4,7 +4,7 @@ A net is named by ``NetSource``: a checkpoint file the parent process fetched fr
 object store and verified against the registry's digest (``load_checkpoint`` checks it again
 against its own meta and the game), or, with no file, the untrained initial network of the
 game (engine defaults, seed 0). ``evaluator`` keeps the loaded nets per process, the most
-recent few. ``initialise`` is every worker's start (torch threads, niceness). ``answer``
+recent few. ``initialise`` is every worker's start (torch threads, niceness, ``SCHED_IDLE``). ``answer``
 answers one batch of the raw-policy lane (``levels.choose_moves``) inside the
 ``ProcessPoolExecutor`` (spawned, so no torch or asyncio state is forked) that
 ``handlers.matchmaking.ai`` owns; the search levels run in ``search_worker`` processes.
