@@ -285,7 +285,8 @@ class _Searchers:
             self.waiting[request_id] = _Searching(future=pending.future, model_id=source.model_id,
                                                   worker=index)
             self.outstanding[index] += 1
-            jobs.setdefault(index, []).append(SearchJob(id=request_id, net=source, request=request))
+            jobs.setdefault(index, []).append(SearchJob(id=request_id, net=source, request=request,
+                                                        sent=now))
         for index, some in jobs.items():
             self._process(index).submit(some)
 
@@ -298,7 +299,9 @@ class _Searchers:
                 on_results=lambda p, results: _post(loop, self._on_results, results),
                 on_exit=lambda p: _post(loop, self._on_exit, p),
             )
-            log.info("search process %s started", process.pid)
+            log.info("search process %s started (niceness %d%s)", process.pid, self.settings.nice,
+                     "; SCHED_IDLE: it searches on CPU nothing else wants (ai.search_idle)"
+                     if self.settings.idle else "")
         return process
 
     def _on_results(self, results: SearchResults) -> None:

@@ -73,11 +73,14 @@ EvaluatorFor = Callable[[NetSource], Evaluator]
 
 
 class SearchJob(msgspec.Struct, frozen=True, kw_only=True):
-    """One move to search: ``id`` names it in its answer."""
+    """One move to search: ``id`` names it in its answer. ``sent``: the parent's
+    ``time.monotonic()`` when it sent it (one system-wide clock on Linux and macOS), so the
+    time on the way here, up to a chunk, counts as thinking time too (0: from its arrival)."""
 
     id: int
     net: NetSource
     request: MoveRequest
+    sent: float = 0.0
 
 
 class SearchJobs(msgspec.Struct, frozen=True, kw_only=True):
@@ -212,10 +215,13 @@ class ContinuousSearch:
         """Nothing to search and nothing to answer: ``step`` would return nothing."""
         return not self._ready and not self.live
 
-    def submit(self, request_id: int, net: NetSource, request: MoveRequest) -> None:
+    def submit(self, request_id: int, net: NetSource, request: MoveRequest, sent: float = 0.0) -> None:
         """Start searching ``request`` with ``net``: it joins at the next ``step``, which
-        answers it at once if it blunders or cannot be searched."""
+        answers it at once if it blunders or cannot be searched. Its thinking time counts
+        from ``sent`` (a ``time.monotonic()`` of the sender; 0: now)."""
         received = time.monotonic()
+        if 0 < sent < received:
+            received = sent
         try:
             searches = self._net(net)
             state, rng, blunder = start_move(searches.game, request)
@@ -296,7 +302,7 @@ def serve(jobs: Connection, results: Connection, settings: WorkerSettings) -> No
 
 def _take(search: ContinuousSearch, message: SearchJobs) -> None:
     for job in message.jobs:
-        search.submit(job.id, job.net, job.request)
+        search.submit(job.id, job.net, job.request, job.sent)
 
 
 class SearchProcess:

@@ -113,6 +113,10 @@ def test_the_deadline_stops_a_search():
     search.submit(2, NET, late)
     (answer,) = [f for step in run_until_idle(search) for f in step]
     assert isinstance(answer, SearchAnswer) and answer.simulations == 1
+    # the time on the way to the worker counts: sent 10 s ago, one simulation and out
+    search.submit(4, NET, MoveRequest(moves=(), level=slow, seed=0), sent=time.monotonic() - 10.0)
+    (answer,) = [f for step in run_until_idle(search) for f in step]
+    assert isinstance(answer, SearchAnswer) and answer.simulations == 1
     # the cap applies to a level without thinking time of its own
     capped = continuous(UniformEvaluator(), max_think_ms=50)
     capped.submit(3, NET, MoveRequest(moves=(), level=level(8, simulations=10**7, think_ms=0), seed=0))
