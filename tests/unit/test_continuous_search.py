@@ -33,21 +33,11 @@ from handlers.matchmaking.search_worker import (
     SearchResults,
     WorkerSettings,
 )
+from tests.evaluators import CountingEvaluator
 
 C4 = get_game("connect4")
 TTT = get_game("tictactoe")
 NET = NetSource(game="connect4", model_id="uniform")
-
-
-class CountingEvaluator(UniformEvaluator):
-    """Uniform priors; records the size of every call."""
-
-    def __init__(self) -> None:
-        self.sizes: list[int] = []
-
-    def evaluate(self, states, legal=None):
-        self.sizes.append(len(states))
-        return super().evaluate(states, legal)
 
 
 def level(number: int, **fields) -> LevelSettings:
@@ -83,8 +73,8 @@ def test_a_search_submitted_while_another_runs_joins_it_and_each_leaves_on_its_o
     assert short_step < long_step  # ... in an earlier step: it did not wait for the long one
     assert isinstance(short, SearchAnswer) and short.simulations == 8
     assert isinstance(long, SearchAnswer) and long.simulations == 300
-    assert 2 in evaluator.sizes  # one evaluator call covered both slots
-    assert search.evaluator_calls == len(evaluator.sizes) and search.evaluations == sum(evaluator.sizes)
+    assert 2 in evaluator.batches  # one evaluator call covered both slots
+    assert search.evaluator_calls == len(evaluator.batches) and search.evaluations == sum(evaluator.batches)
 
 
 def test_a_finished_search_frees_its_slot_for_the_next():
@@ -97,7 +87,7 @@ def test_a_finished_search_frees_its_slot_for_the_next():
     finished = [f for step in steps for f in step]
     assert [f.id for f in finished] == [0, 1, 2]  # one after another, in the one slot
     assert all(isinstance(f, SearchAnswer) and f.simulations == 20 for f in finished)
-    assert max(evaluator.sizes) == 1  # never two searches at once
+    assert max(evaluator.batches) == 1  # never two searches at once
 
 
 def test_the_deadline_stops_a_search():
@@ -131,7 +121,7 @@ def test_a_blunder_answers_without_searching():
     for seed in range(40):
         search.submit(seed, NET, MoveRequest(moves=(3, 3), level=always, seed=seed))
     answers = search.step()
-    assert search.idle and evaluator.sizes == []
+    assert search.idle and evaluator.batches == []
     assert {a.move for a in answers if isinstance(a, SearchAnswer) and a.simulations == 0} == set(range(7))
 
 

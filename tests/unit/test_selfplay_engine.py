@@ -19,6 +19,7 @@ from engine.selfplay import (
     check_record,
     play_games,
 )
+from tests.evaluators import CountingEvaluator
 
 C4 = get_game("connect4")
 TTT = get_game("tictactoe")
@@ -53,17 +54,6 @@ def test_games_are_complete_legal_and_counted():
     # every evaluator call carries one leaf from each game in flight (at most four)
     assert stats.evaluations / stats.evaluator_calls > 2
     assert stats.evaluations <= 4 * stats.evaluator_calls
-
-
-class CountingEvaluator(UniformEvaluator):
-    """Uniform priors and value 0, recording the size of every batch it is given."""
-
-    def __init__(self) -> None:
-        self.batches: list[int] = []
-
-    def evaluate(self, states, legal=None):
-        self.batches.append(len(states))
-        return super().evaluate(states, legal)
 
 
 CAPPED_SEARCH = msgspec.structs.replace(SEARCH, simulations=16, reuse_tree=False)
