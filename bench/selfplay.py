@@ -1,12 +1,16 @@
 """Selfplay throughput against the raw batched-inference ceiling, measured in one run.
 
     .venv/bin/python bench/selfplay.py [--seconds 60] [--threads 1,2] [--games-in-flight N]
-        [--device cpu,cuda] [--half]
+        [--device cpu,cuda] [--half] [--batches-in-flight auto|N]
 
 ``--device`` measures each device in turn in one run (a CUDA device that is not there is
 skipped with a line); on CUDA the games in flight default to the loop's
 ``gpu_games_in_flight`` (1024), the ceiling is measured at that batch too, and the GPU's
-utilisation is read (when torch can) after the selfplay run.
+utilisation is read (when torch can) after the selfplay run. ``--batches-in-flight`` (auto: 2
+on CUDA, 1 on the CPU, as the loop's ``selfplay.batches_in_flight``) splits the games into
+that many parts stepped on their own threads, so one part's search overlaps another's network
+call (``engine.overlapped_selfplay``); the batch each call carries, and the CUDA ceiling's
+batch, is then the games in flight divided by it.
 
 With the default Connect Four network and selfplay settings (engine defaults), it measures
 the forward throughput of the inference net (positions/s at batch 1, 64, 256 for each
@@ -29,7 +33,13 @@ import msgspec
 import numpy as np
 import torch
 
-from engine.devices import DeviceUnavailable, games_in_flight_for, is_cuda, resolve_device
+from engine.devices import (
+    DeviceUnavailable,
+    batches_in_flight_for,
+    games_in_flight_for,
+    is_cuda,
+    resolve_device,
+)
 from engine.games import get_game
 from engine.network import (
     DEFAULT_CONNECT4_NETWORK,
@@ -37,7 +47,8 @@ from engine.network import (
     build_network,
     set_torch_threads,
 )
-from engine.selfplay import DEFAULT_CONNECT4_SELFPLAY, SelfplayDriver
+from engine.overlapped_selfplay import selfplay_driver
+from engine.selfplay import DEFAULT_CONNECT4_SELFPLAY
 from handlers.loop.config import SelfplaySection
 
 BATCHES = (1, 64, 256)
@@ -87,6 +98,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="devices to measure, e.g. cpu,cuda")
     parser.add_argument("--half", action="store_true", help="float16 inference on CUDA")
+    parser.add_argument("--batches-in-flight", default="auto",
+                        help="auto (2 on CUDA, 1 on the CPU) or a number of parts")
     args = parser.parse_args()
     results = {}
     for spec in args.device.split(","):
@@ -124,7 +137,10 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
     net = build_network(game, cfg, seed=args.seed)
     evaluator = NetworkEvaluator(net, device=device, half=args.half)  # the inference copy selfplay uses
     threads = [int(t) for t in args.threads.split(",")]
-    batches = tuple(sorted({*BATCHES, settings.games_in_flight})) if on_cuda else BATCHES
+    parts = batches_in_flight_for(
+        device, "auto" if args.batches_in_flight == "auto" else int(args.batches_in_flight))
+    per_call = -(-settings.games_in_flight // parts)  # the batch one network call carries
+    batches = tuple(sorted({*BATCHES, per_call})) if on_cuda else BATCHES
 
     # 1. the ceiling: raw forward throughput of the very module selfplay calls
     share = 0.3 * args.seconds / (len(threads) * len(batches))
@@ -136,11 +152,11 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
     best_threads, best_batch = max(ceiling, key=ceiling.__getitem__)
     selfplay_threads = max(threads, key=lambda t: ceiling[(t, 256)])
     if on_cuda:  # the ceiling at the batch selfplay sends, not the best of any batch
-        best_batch = settings.games_in_flight
+        best_batch = per_call
 
     # 2. selfplay, each search step followed by a short probe of the best ceiling, so that
     #    both see the same machine load (other processes on a shared box)
-    driver = SelfplayDriver(game, evaluator, settings, np.random.default_rng(args.seed))
+    driver = selfplay_driver(game, evaluator, settings, np.random.default_rng(args.seed), batches=parts)
     set_torch_threads(selfplay_threads)
     driver.step()  # warm-up: root expansions and the first search
     s0 = dataclasses.replace(driver.stats)
@@ -179,7 +195,8 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
     print(
         f"network {cfg.blocks} blocks x {cfg.channels} channels "
         f"({sum(p.numel() for p in net.parameters()):,} parameters), "
-        f"{settings.search.simulations} simulations, {settings.games_in_flight} games in flight"
+        f"{settings.search.simulations} simulations, {settings.games_in_flight} games in flight "
+        f"in {parts} batch(es)"
     )
     print(f"{'raw forward (positions/s)':<24}" + "".join(f"{f'batch {b}':>11}" for b in batches))
     for t in threads:
@@ -214,6 +231,7 @@ def run_device(args: argparse.Namespace, device: str) -> dict:
                 "network": {"blocks": cfg.blocks, "channels": cfg.channels},
                 "simulations": settings.search.simulations,
                 "games_in_flight": settings.games_in_flight,
+                "batches_in_flight": parts,
                 "ceiling_positions_per_s": {f"t{t}_b{b}": round(v) for (t, b), v in ceiling.items()},
                 "ceiling_interleaved": round(interleaved),
                 "ceiling_best": round(best),

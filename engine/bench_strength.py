@@ -3,8 +3,10 @@
 ``measure_model`` grades a net two ways — its raw policy (argmax, value head as the value)
 and network + MCTS at a number of simulations (the most visited move, the root's backed-up
 value) — searching many positions at once: one ``BatchedSearch`` slot per position, so each
-evaluator call carries a whole batch. ``measure_references`` grades the players that give
-the scale: uniformly random moves and pure MCTS with random rollouts (moves only).
+evaluator call carries a whole batch. ``model_answers`` gives the moves and values behind
+those grades (in float32, or float16 with ``half``), for comparing two ways to run a net.
+``measure_references`` grades the players that give the scale: uniformly random moves and
+pure MCTS with random rollouts (moves only).
 ``spread`` picks an evenly spaced subset of a positions file (files are sorted by band).
 Torch is imported only when a net is measured, so command lines can read the defaults here
 without paying for it.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -56,7 +58,7 @@ def spread(positions: Sequence[Position], limit: int | None) -> list[Position]:
     return [positions[i * n // limit] for i in range(limit)]
 
 
-def _grade_answers(
+def grade_answers(
     positions: Sequence[Position],
     game: ConnectFour,
     moves: dict[tuple[int, ...], int],
@@ -74,7 +76,10 @@ def _check_net(net: PolicyValueNet, game: ConnectFour) -> None:
         )
 
 
-def measure_model(
+Answers = tuple[dict[tuple[int, ...], int], dict[tuple[int, ...], float]]  # moves, values by position
+
+
+def model_answers(
     net: PolicyValueNet,
     positions: Sequence[Position],
     sims: int = DEFAULT_SIMULATIONS,
@@ -83,22 +88,24 @@ def measure_model(
     settings: SearchSettings = BENCH_SEARCH,
     game: ConnectFour | None = None,
     device: str | None = None,
+    half: bool = False,
     raw: bool = True,
     seed: int = 0,
     progress: Progress | None = None,
-) -> dict[str, StrengthReport]:
-    """Reports for ``net`` on ``positions``: ``"raw-policy"`` (when ``raw``) and
-    ``"net-mcts-<sims>"`` (when ``sims`` > 0), each with value accuracy. ``batch``
-    positions are searched together (one evaluator call per simulation step)."""
+) -> dict[str, Answers]:
+    """The move and value ``net`` gives each position: ``"raw-policy"`` (when ``raw``: the
+    policy's argmax and the value head) and ``"net-mcts-<sims>"`` (when ``sims`` > 0: the
+    most visited move and the root's value). ``half``: the net in float16, on any device.
+    ``batch`` positions are searched together (one evaluator call per simulation step)."""
     from engine.network import NetworkEvaluator
 
     game = game or ConnectFour()
     _check_net(net, game)
     if batch < 1:
         raise ValueError("batch must be >= 1")
-    evaluator = NetworkEvaluator(net, device=device)
+    evaluator = NetworkEvaluator(net, device=device, half=half, half_on_cpu=True)
     states = [p.state(game) for p in positions]
-    reports: dict[str, StrengthReport] = {}
+    answers: dict[str, Answers] = {}
     if raw:
         moves, values = {}, {}
         for start in range(0, len(states), batch):
@@ -107,12 +114,28 @@ def measure_model(
             for state, row, value in zip(part, priors, predicted, strict=True):
                 moves[state.moves] = int(np.argmax(row))
                 values[state.moves] = float(value)
-        reports[RAW_POLICY] = _grade_answers(positions, game, moves, values)
+        answers[RAW_POLICY] = moves, values
     if sims > 0:
         name = mcts_name(sims)
-        moves, values = _search_all(states, game, evaluator, settings, sims, batch, seed, name, progress)
-        reports[name] = _grade_answers(positions, game, moves, values)
-    return reports
+        answers[name] = _search_all(states, game, evaluator, settings, sims, batch, seed, name, progress)
+    return answers
+
+
+def measure_model(
+    net: PolicyValueNet,
+    positions: Sequence[Position],
+    sims: int = DEFAULT_SIMULATIONS,
+    *,
+    game: ConnectFour | None = None,
+    **options: Any,
+) -> dict[str, StrengthReport]:
+    """Reports for ``net`` on ``positions``: ``"raw-policy"`` (when ``raw``) and
+    ``"net-mcts-<sims>"`` (when ``sims`` > 0), each with value accuracy; ``options`` are
+    ``model_answers``'s."""
+    game = game or ConnectFour()
+    answers = model_answers(net, positions, sims, game=game, **options)
+    return {name: grade_answers(positions, game, moves, values)
+            for name, (moves, values) in answers.items()}
 
 
 def _search_all(

@@ -7,7 +7,8 @@ their torch threads and the trainer's, leaving a core to the handlers and the tr
 threads; on 2 cores it gives the sizes the shipped config was measured with (2 selfplay
 workers, 1 evaluation worker, 1 thread each). ``machine()`` counts this machine's cores
 (the ones this process may run on) and GPUs without importing torch, so a config can be
-sized wherever it is read. ``games_in_flight_for`` picks the batch a device wants.
+sized wherever it is read. ``games_in_flight_for`` picks the batch a device wants, and
+``batches_in_flight_for`` how many such batches a selfplay process keeps going at once.
 """
 
 from __future__ import annotations
@@ -110,3 +111,15 @@ def plan_sizes(cores: int, gpus: int) -> Sizes:
 def games_in_flight_for(device: str, cpu_games: int, gpu_games: int) -> int:
     """Games advanced together by one selfplay process on ``device`` (a resolved name)."""
     return gpu_games if is_cuda(device) else cpu_games
+
+
+def batches_in_flight_for(device: str, setting: int | str) -> int:
+    """Batches one selfplay process keeps in flight on ``device`` (a resolved name) for a
+    ``batches_in_flight`` setting: ``auto`` is 2 on a GPU (one half of the games searches
+    while the other half's batch is on the GPU, ``engine.overlapped_selfplay``) and 1 on the
+    CPU, where the overlapped network call would take a core the sizes gave another worker."""
+    if setting == "auto":
+        return 2 if is_cuda(device) else 1
+    if not isinstance(setting, int) or setting < 1:
+        raise ValueError(f"batches_in_flight must be auto or an integer >= 1, got {setting!r}")
+    return setting

@@ -10,6 +10,7 @@ is the process's business: entry points call ``set_torch_threads`` (nothing here
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -178,28 +179,37 @@ class NetworkEvaluator:
     is built: later training of ``net`` does not change it. ``evaluate_planes(planes
     [N,C,H,W], legal [N,A])`` is the raw numpy path; ``evaluate(states)`` stacks the
     states' planes and calls it. On CUDA the planes are copied through a pinned host buffer
-    (kept between calls) and, with ``half`` (default: the process's, see
-    ``set_process_device``), the net runs in float16; on the CPU ``half`` is ignored.
+    (one per calling thread, kept between its calls, so that threads stepping their own games
+    never write into a buffer whose copy is still on its way) and, with ``half`` (default: the
+    process's, see ``set_process_device``), the net runs in float16. On the CPU ``half`` is
+    ignored unless ``half_on_cpu``: float16 there is only for measuring what it changes.
     """
 
     def __init__(
-        self, net: PolicyValueNet, device: torch.device | str | None = None, *, half: bool | None = None
+        self,
+        net: PolicyValueNet,
+        device: torch.device | str | None = None,
+        *,
+        half: bool | None = None,
+        half_on_cpu: bool = False,
     ):
         self.device = torch.device(device) if device is not None else default_device()
-        self.half = (_process_half if half is None else half) and self.device.type == "cuda"
+        wanted = _process_half if half is None else half
+        self.half = wanted and (self.device.type == "cuda" or half_on_cpu)
         self.net = inference_copy(net).to(self.device)
         if self.half:
             self.net.half()
-        self._pinned: torch.Tensor | None = None
+        self._staging = threading.local()  # .pinned: this thread's pinned host buffer
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type != "cuda":
-            return x
-        pinned = self._pinned
+            return x.half() if self.half else x
+        pinned = getattr(self._staging, "pinned", None)
         if pinned is None or pinned.shape[0] < x.shape[0] or pinned.shape[1:] != x.shape[1:]:
-            pinned = self._pinned = torch.empty((max(x.shape[0], 256), *x.shape[1:]), pin_memory=True)
+            pinned = torch.empty((max(x.shape[0], 256), *x.shape[1:]), pin_memory=True)
+            self._staging.pinned = pinned
         staged = pinned[: x.shape[0]]
-        staged.copy_(x)  # the previous call's copy is done: its results were read back
+        staged.copy_(x)  # this thread's previous copy is done: its results were read back
         x = staged.to(self.device, non_blocking=True)
         return x.half() if self.half else x
 

@@ -21,7 +21,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from engine.devices import DEVICE_PATTERN, DeviceUnavailable, machine, plan_sizes, resolve_device
+from engine.devices import (
+    DEVICE_PATTERN,
+    DeviceUnavailable,
+    batches_in_flight_for,
+    machine,
+    plan_sizes,
+    resolve_device,
+)
 from engine.games import get_game
 from engine.selfplay import check_playout_cap
 from engine.settings import NetworkConfig, TrainConfig
@@ -104,6 +111,9 @@ class SelfplaySection(msgspec.Struct, **_STRICT):
     torch_threads: AutoPositive = "auto"
     device: Device = "auto"  # auto: CUDA when torch sees a GPU, else the CPU
     half_precision: bool = False  # float16 inference on CUDA
+    # auto: 2 on a GPU (half the games search while the other half's batch is on the GPU),
+    # 1 on the CPU (engine.devices.batches_in_flight_for)
+    batches_in_flight: AutoPositive = "auto"
     # worker i of the run's n-th start plays from the seed [seed, i, n, restarts so far]: two
     # runs with one seed play the same games; a restarted worker does not replay its games
     seed: Seed = 0
@@ -218,8 +228,9 @@ def resolved_settings(config: LoopConfig, *, cuda_count: int | None = None) -> d
             devices[f"{section}.device"] = resolve_device(spec, cuda_count=cuda_count)
         except DeviceUnavailable as exc:
             raise ConfigError(f"{section}.device: {exc}") from None
+    batches = batches_in_flight_for(devices["selfplay.device"], config.selfplay.batches_in_flight)
     return {
-        "cores": cores, "gpus": gpus,
+        "cores": cores, "gpus": gpus, "selfplay.batches_in_flight": batches,
         "selfplay.workers": config.selfplay.workers, "selfplay.torch_threads": config.selfplay.torch_threads,
         "evaluation.workers": config.evaluation.workers,
         "evaluation.torch_threads": config.evaluation.torch_threads,

@@ -22,10 +22,11 @@ import msgspec
 import numpy as np
 
 from engine.checkpoint import load_checkpoint
-from engine.devices import games_in_flight_for, resolve_device
+from engine.devices import batches_in_flight_for, games_in_flight_for, resolve_device
 from engine.games import get_game
 from engine.network import NetworkEvaluator, set_torch_threads
-from engine.selfplay import GameRecord, SelfplayDriver
+from engine.overlapped_selfplay import selfplay_driver
+from engine.selfplay import GameRecord
 from handlers.loop.checkpoints import create_initial_model
 from handlers.loop.config import LoopConfig
 from projections import build_projection
@@ -85,9 +86,10 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
     worker = ctx.extra.get("node") or f"{socket.gethostname()}-selfplay-{index}"
     in_flight = games_in_flight_for(device, config.selfplay.games_in_flight,
                                     config.selfplay.gpu_games_in_flight)
-    log.info("selfplay %s: device %s%s, %d games in flight, %d torch thread(s)", worker, device,
-             " (float16)" if config.selfplay.half_precision and device != "cpu" else "", in_flight,
-             config.selfplay.torch_threads)
+    batches = batches_in_flight_for(device, config.selfplay.batches_in_flight)
+    log.info("selfplay %s: device %s%s, %d games in flight in %d batch(es), %d torch thread(s)",
+             worker, device, " (float16)" if config.selfplay.half_precision and device != "cpu" else "",
+             in_flight, batches, config.selfplay.torch_threads)
     registry = ProjectionRunner(ctx.store, ModelRegistryProjection(), ctx.run)
     # no snapshot: one taken under other stages would hold another stage index
     curriculum = ProjectionRunner(ctx.store, build_projection("curriculum", config), ctx.run,
@@ -133,7 +135,7 @@ async def play(ctx, config: LoopConfig, *, max_games: int | None = None) -> Tota
                               fast_simulations=settings.fast_simulations)
             budget = None if max_games is None else max_games - totals.games
             evaluator = NetworkEvaluator(net, device=device, half=config.selfplay.half_precision)
-            driver = SelfplayDriver(game, evaluator, settings, rng, n_games=budget)
+            driver = selfplay_driver(game, evaluator, settings, rng, n_games=budget, batches=batches)
             log.info("selfplay %s: champion %s (generation %d), stage %s",
                      worker, champion.model_id, champion.generation, stage.name)
             draining = False

@@ -160,3 +160,30 @@ def test_spread_keeps_every_band_in_proportion(public):
         share = sum(p.band == band for p in public) / len(public)
         assert abs(sum(p.band == band for p in chosen) - 30 * share) <= 1
     assert spread(public, None) == public and spread(public, 10_000) == public
+
+
+def test_half_precision_bench_compares_float16_with_float32_on_a_checkpoint(tmp_path, net, checkpoint,
+                                                                           public):
+    """bench/half_precision.py end to end on the CPU (float16 emulated): its float32 grades
+    are ``measure_model``'s, and its agreement counts add up."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "half_precision.py"
+    done = subprocess.run([sys.executable, str(bench), "--model", str(checkpoint), "--limit", "30",
+                           "--sims", "8", "--seconds", "0.2", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = measure_model(net, spread(public, 30), 8, device="cpu")
+    assert set(result["players"]) == set(expected) == {"raw-policy", "net-mcts-8"}
+    for name, report in expected.items():
+        got = result["players"][name]
+        assert got["float32"]["outcome_optimal"] == round(report.overall.outcome_optimal, 4)
+        assert got["positions"] == 30 and got["changed"] == round(30 * (1 - got["same_move"]))
+        assert got["optimal_to_worse"] + got["worse_to_optimal"] <= got["changed"]
+        assert 0 < got["max_value_change"] < 0.1  # float16 did run, and stayed close
+    assert result["forward_positions_per_s"]["float32"] > 0 and result["float16_to_float32"] > 0
+    bad = subprocess.run([sys.executable, str(bench), "--model", str(tmp_path / "none.ckpt")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "half_precision:" in bad.stderr and "Traceback" not in bad.stderr

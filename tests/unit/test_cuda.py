@@ -1,7 +1,10 @@
 """CUDA paths (skipped without a GPU; run on a GPU machine by scripts/gpu_check.sh): selfplay on
-CUDA plays legal games whose records decode; checkpoints move between CUDA and the CPU."""
+CUDA plays legal games whose records decode, also as two batches in flight; threads sharing an
+evaluator keep their own staging buffers; checkpoints move between CUDA and the CPU."""
 
 from __future__ import annotations
+
+import threading
 
 import msgspec
 import numpy as np
@@ -12,6 +15,7 @@ from engine.checkpoint import load_checkpoint, make_meta, save_checkpoint
 from engine.games import get_game
 from engine.mcts import SearchSettings
 from engine.network import DEFAULT_CONNECT4_NETWORK, NetworkEvaluator, build_network
+from engine.overlapped_selfplay import OverlappedSelfplay
 from engine.samples import samples_from_records
 from engine.selfplay import SelfplaySettings, check_record, play_games
 from engine.settings import TrainConfig
@@ -70,3 +74,39 @@ def test_a_checkpoint_trained_on_one_device_loads_on_the_other(train_on, load_on
         got = [t.cpu() for t in loaded.eval()(planes.to(load_on))]
     for w, g in zip(want, got, strict=True):
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+
+
+def test_threads_calling_one_cuda_evaluator_at_once_get_their_own_answers():
+    """Each thread stages its planes in its own pinned buffer: two threads (as two batches in
+    flight do) never read each other's positions."""
+    net = build_network(GAME, DEFAULT_CONNECT4_NETWORK, seed=4)
+    evaluator = NetworkEvaluator(net, device="cuda")
+    batches = [[GAME.from_moves([c, (c + k) % 7]) for c in range(7)] * 20 for k in range(2)]
+    want = [evaluator.evaluate(states) for states in batches]
+    errors: list[str] = []
+
+    def hammer(k: int) -> None:
+        for _ in range(50):
+            priors, values = evaluator.evaluate(batches[k])
+            same = np.allclose(priors, want[k][0], atol=1e-5) and np.allclose(values, want[k][1], atol=1e-5)
+            if not same:
+                errors.append(f"thread {k} got another batch's answers")
+
+    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+
+
+def test_two_batches_in_flight_on_cuda_play_legal_games():
+    net = build_network(GAME, DEFAULT_CONNECT4_NETWORK, seed=5)
+    evaluator = NetworkEvaluator(net, device="cuda")
+    driver = OverlappedSelfplay(GAME, evaluator, SETTINGS, np.random.default_rng(3), n_games=40)
+    records = []
+    while not driver.finished:
+        records += driver.step()
+    assert len(records) == 40 and driver.stats.games == 40
+    for record in records:
+        check_record(GAME, record)

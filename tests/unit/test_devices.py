@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.devices import DeviceUnavailable, machine, plan_sizes, resolve_device
+from engine.devices import (
+    DeviceUnavailable,
+    batches_in_flight_for,
+    machine,
+    plan_sizes,
+    resolve_device,
+)
 from handlers.loop.config import LoopConfig, load_loop_config, resolved_settings
 from streams.config import convert_config
 from streams.errors import ConfigError
@@ -28,6 +34,7 @@ def test_auto_resolves_to_the_cpu_here():
     config = load_loop_config()
     resolved = resolved_settings(config)
     assert {resolved[f"{r}.device"] for r in ("selfplay", "evaluation", "training")} == {"cpu"}
+    assert resolved["selfplay.batches_in_flight"] == 1
 
 
 @pytest.mark.parametrize(
@@ -69,3 +76,17 @@ def test_numbers_are_kept_and_bad_devices_refused_with_the_field_path():
     with pytest.raises(ConfigError, match="training.device"):
         config = convert_config({"training": {"device": "cuda:3"}}, LoopConfig, "test")
         resolved_settings(config, cuda_count=1)
+
+
+def test_batches_in_flight_are_two_on_a_gpu_and_one_on_the_cpu_unless_set():
+    assert batches_in_flight_for("cpu", "auto") == 1
+    assert batches_in_flight_for("cuda:0", "auto") == 2
+    assert batches_in_flight_for("cpu", 3) == batches_in_flight_for("cuda:1", 3) == 3
+    with pytest.raises(ValueError, match="batches_in_flight"):
+        batches_in_flight_for("cpu", 0)
+    config = convert_config({"selfplay": {"device": "cuda", "batches_in_flight": "auto"}}, LoopConfig, "t")
+    assert resolved_settings(config, cuda_count=1)["selfplay.batches_in_flight"] == 2
+    config = convert_config({"selfplay": {"batches_in_flight": 1}}, LoopConfig, "t")
+    assert resolved_settings(config, cuda_count=1)["selfplay.batches_in_flight"] == 1
+    with pytest.raises(ConfigError, match="selfplay.batches_in_flight"):
+        convert_config({"selfplay": {"batches_in_flight": 0}}, LoopConfig, "t")
