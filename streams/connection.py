@@ -90,12 +90,18 @@ def denied_subject(text: str) -> str | None:
     return found.group(1) if found else None
 
 
+def _error_text(exc: BaseException) -> str:
+    """An error's class and message: nats-py's reconnect failures often carry no message."""
+    text = str(exc)
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
 async def _error_cb(exc: Exception) -> None:
-    log.warning("nats: %s", exc)
+    log.warning("nats: %s", _error_text(exc))
 
 
 async def _quiet_error_cb(exc: Exception) -> None:
-    log.debug("nats: %s", exc)
+    log.debug("nats: %s", _error_text(exc))
 
 
 async def _reconnected_cb() -> None:
