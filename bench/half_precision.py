@@ -61,7 +61,8 @@ def compare(positions, game: ConnectFour, full: Answers, half: Answers) -> dict:
     (optimal: keeps the position's game-theoretic outcome)."""
     moves32, values32 = full
     moves16, values16 = half
-    keyed = [(p.state(game).moves, set(p.outcome_optimal_moves)) for p in positions]
+    # the file's moves are columns 1-7, the answers action indices 0-6
+    keyed = [(p.state(game).moves, {column - 1 for column in p.outcome_optimal_moves}) for p in positions]
     changed = [(key, optimal) for key, optimal in keyed if moves32[key] != moves16[key]]
     return {
         "positions": len(positions),

@@ -182,6 +182,8 @@ def test_half_precision_bench_compares_float16_with_float32_on_a_checkpoint(tmp_
         assert got["float32"]["outcome_optimal"] == round(report.overall.outcome_optimal, 4)
         assert got["positions"] == 30 and got["changed"] == round(30 * (1 - got["same_move"]))
         assert got["optimal_to_worse"] + got["worse_to_optimal"] <= got["changed"]
+        moved = round(30 * (got["float32"]["outcome_optimal"] - got["float16"]["outcome_optimal"]))
+        assert moved == got["optimal_to_worse"] - got["worse_to_optimal"]  # the grades' difference
         assert 0 < got["max_value_change"] < 0.1  # float16 did run, and stayed close
     assert result["forward_positions_per_s"]["float32"] > 0 and result["float16_to_float32"] > 0
     bad = subprocess.run([sys.executable, str(bench), "--model", str(tmp_path / "none.ckpt")],
