@@ -24,6 +24,16 @@ KV_POSITIONS = "jz_positions"
 OBJ_MODELS = "jz_models"
 OBJ_POOL = "jz_pool"
 
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket (nats' convention)."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV bucket stores ``key`` under (``key`` "" gives the bucket's prefix)."""
+    return f"$KV.{bucket}.{key}"
+
 # Headers.
 HDR_MSG_ID = "Nats-Msg-Id"
 HDR_EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"

@@ -49,7 +49,7 @@ def _event(tag: str, aggregate: str = "*") -> str:
 
 
 def _kv(bucket: str) -> str:
-    return f"$KV.{bucket}.>"
+    return names.kv_subject(bucket, ">")
 
 
 def _object_write(bucket: str) -> list[str]:
@@ -129,7 +129,7 @@ def node_permissions(node: str, roles: list[str]) -> Permissions | None:
     if allowed is None:
         return None
     own = [f"{_EV}.*.{names.node_aggregate(node)}.{names.NODE_EVENT_PREFIX}*",
-           f"$KV.{names.KV_NODES}.*.{names.token(node)}"]
+           names.kv_subject(names.KV_NODES, f"*.{names.token(node)}")]
     broad = {_event(f"{names.NODE_EVENT_PREFIX}*"), _kv(names.KV_NODES)}
     return Permissions(publish=own + [p for p in allowed.publish if p not in broad],
                        subscribe=allowed.subscribe)

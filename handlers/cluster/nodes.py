@@ -15,7 +15,7 @@ import msgspec
 from handlers.cluster.config import version_tuple
 from streams import names
 from streams.connection import Log
-from streams.kv import get_value, put_value
+from streams.kv import live_values, put_value
 
 __all__ = ["NodeStatus", "drop_status", "live_nodes", "put_status", "software_version", "version_below"]
 
@@ -67,22 +67,7 @@ async def put_status(log: Log, run: str, status: NodeStatus) -> None:
 
 async def live_nodes(log: Log, run: str) -> dict[str, NodeStatus]:
     """Every node of ``run`` whose status has not expired, by name."""
-    kv = await log.js.key_value(names.KV_NODES)
-    try:
-        keys = [k for k in await kv.keys() if k.startswith(f"{run}.")]
-    except Exception:  # noqa: BLE001 - nats raises NoKeysError when the bucket is empty
-        return {}
-    out: dict[str, NodeStatus] = {}
-    for key in keys:
-        data = await get_value(log, names.KV_NODES, key)
-        if not data:
-            continue
-        try:
-            status = msgspec.msgpack.decode(data, type=NodeStatus)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue  # a status from an incompatible build: not ours to read
-        out[status.node] = status
-    return out
+    return {status.node: status for status in await live_values(log, names.KV_NODES, run, NodeStatus)}
 
 
 async def drop_status(log: Log, run: str, node: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from handlers.cluster.config import ClusterConfig
-from streams import definitions
+from streams import definitions, names
 from streams.errors import JetzeroError
 from streams.server import host_port, port_open
 
@@ -28,7 +28,7 @@ def stream_names(cfg: ClusterConfig) -> list[str]:
     """Every stream jetzero defines: the four, then the KV buckets' and object stores'."""
     settings = cfg.settings_for("admin")
     return ([c.name for c in definitions.stream_configs(settings) if c.name]
-            + [f"KV_{c.bucket}" for c in definitions.kv_configs(settings)]
+            + [names.kv_stream(c.bucket) for c in definitions.kv_configs(settings)]
             + [f"OBJ_{b}" for b in definitions.OBJECT_BUCKETS])
 
 
