@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: bench.* importable
+from bench.selfplay import forward_rate  # noqa: E402
 from engine.bench_strength import (
     PUBLIC_POSITIONS,
     RAW_POLICY,
@@ -43,17 +43,6 @@ from engine.errors import EngineError
 from engine.games.connect4 import ConnectFour
 from engine.network import NetworkEvaluator, set_torch_threads
 from engine.strength import Tally, load_positions
-
-
-def forward_rate(evaluator: NetworkEvaluator, planes: np.ndarray, legal: np.ndarray, seconds: float) -> float:
-    """Positions per second of ``evaluator.evaluate_planes`` on ``planes`` (after a warm-up)."""
-    for _ in range(3):
-        evaluator.evaluate_planes(planes, legal)
-    n, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        evaluator.evaluate_planes(planes, legal)
-        n += len(planes)
-    return n / elapsed
 
 
 def compare(positions, game: ConnectFour, full: Answers, half: Answers) -> dict:
@@ -119,14 +108,12 @@ def main() -> None:
               f"{agreement['max_value_change']:>10.4f}")
         result["players"][name] = {**agreement, "float32": _shares(f32), "float16": _shares(f16)}
 
-    states = [p.state(game) for p in positions[: args.batch]]
-    planes = np.stack([s.planes() for s in states])
-    legal = np.stack([s.legal_mask() for s in states])
-    rates = {label: forward_rate(NetworkEvaluator(net, device=device, half=half, half_on_cpu=True),
-                                 planes, legal, args.seconds)
+    batch = min(args.batch, len(positions))
+    rates = {label: forward_rate(NetworkEvaluator(net, device=device, half=half, half_on_cpu=True).net,
+                                 batch, args.seconds, game.plane_shape)[0]
              for label, half in (("float32", False), ("float16", True))}
     ratio = rates["float16"] / rates["float32"]
-    print(f"forward at batch {len(planes)}: float32 {rates['float32']:,.0f} positions/s (the ceiling), "
+    print(f"forward at batch {batch}: float32 {rates['float32']:,.0f} positions/s (the ceiling), "
           f"float16 {rates['float16']:,.0f} ({ratio:.2f}x)"
           + ("  [CPU: float16 is emulated there]" if device == "cpu" else ""))
     result["forward_positions_per_s"] = {k: round(v) for k, v in rates.items()}
